@@ -1,0 +1,49 @@
+# cellseg: `make demo` (train and evaluate on the bundled sample), `make test` (what CI runs).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED_DATA ?= $(abspath ../shared/data)
+TEST_ENV := CELLSEG_OFFLINE=1 WANDB_MODE=disabled CELLSEG_TEST_DATA=$(SHARED_DATA) OMP_NUM_THREADS=2
+DEMO_LOGS := $(CURDIR)/logs/demo
+
+.PHONY: install demo test test-all bench lint clean help
+
+help:
+	@echo "make install   create $(VENV) with cellseg and its dependencies (idempotent)"
+	@echo "make demo      train + evaluate the methods on the bundled sample (CPU, minutes)"
+	@echo "make test      the test suite CI runs (no slow or GPU tests)"
+	@echo "make test-all  every test, including slow ones"
+	@echo "make bench     the benchmark scripts (long; needs ../shared/data)"
+	@echo "make lint      ruff"
+
+install: $(VENV)/.installed
+
+# torch/torchvision first and pinned: a plain `torch` requirement would pull a different build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	rm -rf $(DEMO_LOGS)
+	$(PY) train.py experiment=supervised_unet_sample paths.log_dir=$(DEMO_LOGS)
+	$(PY) -m cellseg.tasks.report $(DEMO_LOGS)/train/runs/*/seed*
+
+test: install
+	$(TEST_ENV) $(PY) -m pytest -m "not slow and not gpu" -q
+
+test-all: install
+	$(TEST_ENV) $(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/metrics_speed.py --data-root $(SHARED_DATA)
+	$(PY) benchmarks/supervised_monuseg.py --data-root $(SHARED_DATA)
+
+lint: install
+	$(PY) -m ruff check cellseg tests benchmarks data train.py eval.py infer.py
+
+clean:
+	rm -rf logs/demo .pytest_cache .ruff_cache

@@ -1,0 +1,229 @@
+"""LightningDataModule over the common layout, with the weak-label regime plugged in."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from cellseg.data.datasets import TrainCropDataset, WholeImageDataset, collate_whole_images
+from cellseg.data.layout import SplitLayout
+from cellseg.data.transforms import AugmentConfig
+from cellseg.utils.hashing import stable_seed
+from cellseg.utils.io import read_image, read_label
+
+log = logging.getLogger(__name__)
+
+# index.csv `modality_guess` values of the shared DSB2018 copy -> the modality names of data.md.
+MODALITY_ALIASES = {"color(HE/brightfield)": "histopathology", "brightfield_gray": "brightfield"}
+MODALITIES = ("fluorescence", "histopathology", "brightfield")
+
+
+class NucleiDataModule(pl.LightningDataModule):
+    """Train crops with weak-label targets, whole validation/test/predict images.
+
+    A split is `folder` or `folder:subset`; a subset selects ids from `split_file` (columns id, split[, modality]).
+    `val_holdout` moves that many training images (chosen by a seeded hash, not at random) to validation.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: str,
+        dataset: str,
+        train_split: str = "train",
+        val_split: str | None = None,
+        test_split: str | None = "test",
+        split_file: str | None = None,
+        modality: str | None = None,
+        val_holdout: int = 0,
+        holdout_seed: int = 0,
+        max_images: int | None = None,
+        crop: int = 256,
+        crops_per_image: int = 8,
+        batch_size: int = 8,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        augment: dict | None = None,
+        mpp: float | None = None,
+        weak_labels=None,
+    ) -> None:
+        super().__init__()
+        if modality is not None and modality not in MODALITIES:
+            raise ValueError(f"data.modality={modality!r}; expected one of {MODALITIES} or null")
+        self.name, self.root, self.dataset = name, Path(root), dataset
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.split_file, self.modality = split_file, modality
+        self.val_holdout, self.holdout_seed, self.max_images = val_holdout, holdout_seed, max_images
+        self.crop, self.crops_per_image = crop, crops_per_image
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.augment = AugmentConfig(**(augment or {})) if augment is not False else None
+        self.mpp = mpp
+        self.weak_labels = weak_labels
+        self.target_transform: Callable[[np.ndarray | None, str], np.ndarray] | None = None
+        self.ignore_index = 255
+        self.train_target_paths: dict[str, Path] | None = None
+        self._datasets: dict[str, object] = {}
+
+    # ----- wiring by methods and pipelines -------------------------------------------------------------------
+    def configure_targets(self, transform: Callable, ignore_index: int) -> None:
+        """The method's map from a regime's raw target (instance map, scribble ...) to its training classes."""
+        self.target_transform, self.ignore_index = transform, ignore_index
+
+    def use_target_files(self, paths: dict[str, Path]) -> None:
+        """Train on these files (e.g. pseudo labels of a pipeline stage) instead of the regime's weak labels."""
+        self.train_target_paths = dict(paths)
+        self._datasets.pop("train", None)
+
+    # ----- ids and folders --------------------------------------------------------------------------------------
+    def layout(self, role: str) -> SplitLayout:
+        split = self.splits[role]
+        if split is None:
+            raise ValueError(f"data.{role}_split is null: this data config has no {role} split")
+        return SplitLayout.of(self.root, self.dataset, split.split(":")[0])
+
+    def ids(self, role: str) -> list[str]:
+        """Image ids of a role (train, val, test), after subset, modality, hold-out and max_images."""
+        if role == "val" and self.splits["val"] is None:
+            return self._held_out_ids()
+        ids = self._ids_of_split(role)
+        if role == "train" and self.val_holdout:
+            held = set(self._held_out_ids())
+            ids = [i for i in ids if i not in held]
+        return ids[: self.max_images] if self.max_images else ids
+
+    def _ids_of_split(self, role: str) -> list[str]:
+        layout = self.layout(role)
+        ids = layout.ids()
+        split = self.splits[role]
+        if ":" in split:
+            ids = self._subset_from_split_file(ids, split.split(":", 1)[1], layout)
+        if self.modality is not None:
+            ids = self._filter_modality(ids, layout)
+        return ids
+
+    def _held_out_ids(self) -> list[str]:
+        if not self.val_holdout:
+            return []
+        candidates = self._ids_of_split("train")
+        if self.val_holdout >= len(candidates):
+            raise ValueError(f"data.val_holdout={self.val_holdout} leaves no training image of {len(candidates)}")
+        ranked = sorted(candidates, key=lambda i: stable_seed(self.holdout_seed, "val_holdout", i))
+        return sorted(ranked[: self.val_holdout])
+
+    def _subset_from_split_file(self, ids: list[str], subset: str, layout: SplitLayout) -> list[str]:
+        import pandas as pd
+
+        if not self.split_file:
+            raise ValueError(f"split '{layout.split}:{subset}' needs data.split_file (a CSV with id, split)")
+        path = Path(self.split_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"data.split_file {path} does not exist")
+        frame = pd.read_csv(path, dtype={"id": str})
+        missing_cols = {"id", "split"} - set(frame.columns)
+        if missing_cols:
+            raise ValueError(f"data.split_file {path} lacks columns {sorted(missing_cols)}")
+        wanted = set(frame.loc[frame["split"] == subset, "id"])
+        if not wanted:
+            raise ValueError(f"data.split_file {path} has no row with split == '{subset}'")
+        absent = wanted - set(ids)
+        if absent:
+            raise FileNotFoundError(f"{len(absent)} ids of {path} (split {subset}) are not in {layout.images_dir}")
+        return [i for i in ids if i in wanted]
+
+    def _filter_modality(self, ids: list[str], layout: SplitLayout) -> list[str]:
+        index = layout.index()
+        column = next((c for c in ("modality", "modality_guess") if index is not None and c in index.columns), None)
+        if column is None:
+            raise ValueError(f"data.modality={self.modality} needs {layout.index_csv} with a 'modality' column")
+        names = index[column].map(lambda m: MODALITY_ALIASES.get(m, m))
+        keep = [i for i in ids if names.get(i) == self.modality]
+        if not keep:
+            raise ValueError(f"no image of modality '{self.modality}' in {layout.index_csv}")
+        return keep
+
+    # ----- Lightning hooks ---------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Generate (or find cached) weak labels once, on the main process."""
+        if self.weak_labels is not None and self.train_target_paths is None:
+            self.weak_labels.prepare(self.layout("train"), self.ids("train"))
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and "train" not in self._datasets:
+            self._datasets["train"] = self._train_dataset()
+        if stage in (None, "fit", "validate") and self.has_val and "val" not in self._datasets:
+            self._datasets["val"] = self.whole_image_dataset("val", with_labels=True)
+
+    @property
+    def has_val(self) -> bool:
+        return self.splits["val"] is not None or bool(self.val_holdout)
+
+    def _train_dataset(self) -> TrainCropDataset:
+        if self.target_transform is None:
+            raise RuntimeError("the method must call datamodule.configure_targets(...) before fitting")
+        layout, ids = self.layout("train"), self.ids("train")
+        if self.train_target_paths is not None:
+            paths, reader, kind = self.train_target_paths, read_label, "instance"
+        elif self.weak_labels is not None:
+            paths, reader = self.weak_labels.prepare(layout, ids), self.weak_labels.read_target
+            kind = self.weak_labels.target_format
+        else:
+            raise RuntimeError("NucleiDataModule has neither weak_labels nor target files for training")
+        images, targets = [], []
+        for image_id in tqdm(ids, desc=f"loading {self.name} train", leave=False):
+            images.append(read_image(layout.image_path(image_id)))
+            raw = reader(paths[image_id]) if image_id in paths else None
+            targets.append(self.target_transform(raw, kind, images[-1].shape[:2]))
+        log.info("train: %d images of %s/%s, %d crops/epoch", len(ids), self.dataset, layout.split, len(ids) * self.crops_per_image)
+        return TrainCropDataset(ids, images, targets, self.crop, self.crops_per_image, self.ignore_index, self.augment)
+
+    def whole_image_dataset(self, role: str, with_labels: bool) -> WholeImageDataset:
+        layout, ids = self.layout(role if role != "val" or self.splits["val"] else "train"), self.ids(role)
+        labels = [layout.label_path(i) for i in ids] if with_labels else None
+        return WholeImageDataset(ids, [layout.image_path(i) for i in ids], labels)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self._datasets["train"],
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(self._datasets["train"]) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader(self._datasets["val"]) if "val" in self._datasets else []
+
+    def predict_dataloader_for(self, role: str, with_labels: bool = False) -> DataLoader:
+        """Whole images of a role, for prediction (test evaluation, pseudo-label stages)."""
+        return self._eval_loader(self.whole_image_dataset(role, with_labels))
+
+    def _eval_loader(self, dataset: WholeImageDataset) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_whole_images,
+        )
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "root": str(self.root),
+            "dataset": self.dataset,
+            "splits": self.splits,
+            "modality": self.modality,
+            "augment": asdict(self.augment) if self.augment else None,
+        }
+

@@ -1,0 +1,110 @@
+"""Torch datasets over the common layout: random training crops and whole evaluation images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cellseg.data.transforms import (
+    AugmentConfig,
+    colour_jitter,
+    random_crop,
+    random_flip_rotate,
+    to_normalised_tensor,
+)
+from cellseg.utils.io import read_image, read_label
+
+
+class TrainCropDataset(Dataset):
+    """`crops_per_image` random crops of every training image per epoch, with their training targets.
+
+    Targets are whatever the method's target transform makes of the regime's weak labels (class maps with an
+    ignore index); they are computed once on the whole image, so crop borders never create false boundaries.
+    """
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        images: Sequence[np.ndarray],
+        targets: Sequence[np.ndarray],
+        crop: int,
+        crops_per_image: int,
+        ignore_index: int,
+        augment: AugmentConfig | None,
+    ) -> None:
+        if not (len(ids) == len(images) == len(targets)):
+            raise ValueError("ids, images and targets must have the same length")
+        for image_id, image, target in zip(ids, images, targets, strict=True):
+            if image.shape[:2] != target.shape[:2]:
+                raise ValueError(f"image {image_id} is {image.shape[:2]} but its target is {target.shape[:2]}")
+        self.ids, self.images, self.targets = list(ids), list(images), list(targets)
+        self.crop, self.crops_per_image = crop, crops_per_image
+        self.ignore_index, self.augment = ignore_index, augment
+
+    def __len__(self) -> int:
+        return len(self.images) * self.crops_per_image
+
+    def __getitem__(self, index: int) -> dict:
+        # Seeded from torch's RNG: differs per epoch and worker, reproducible under seed_everything(workers=True).
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
+        which = index % len(self.images)
+        image, target = random_crop(self.images[which], self.targets[which], self.crop, rng, self.ignore_index)
+        image_tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        if self.augment is not None:
+            image, target = random_flip_rotate(image, target, rng, self.augment)
+            image_tensor = colour_jitter(torch.from_numpy(image).permute(2, 0, 1).contiguous(), rng, self.augment)
+        return {
+            "image": to_normalised_tensor(image_tensor),
+            "target": torch.from_numpy(np.ascontiguousarray(target).astype(np.int64)),
+            "index": which,
+            "id": self.ids[which],
+        }
+
+
+class WholeImageDataset(Dataset):
+    """Whole images (validation, test, prediction), with their instance labels when `label_paths` is given."""
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        image_paths: Sequence[Path],
+        label_paths: Sequence[Path] | None = None,
+        extra: Callable[[int], dict] | None = None,
+    ) -> None:
+        self.ids, self.image_paths = list(ids), list(image_paths)
+        self.label_paths = list(label_paths) if label_paths is not None else None
+        self.extra = extra
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        image = read_image(self.image_paths[index])
+        item = {"image": to_normalised_tensor(image), "id": self.ids[index], "index": index}
+        if self.label_paths is not None:
+            label = read_label(self.label_paths[index])
+            if label.shape != image.shape[:2]:
+                raise ValueError(
+                    f"label {self.label_paths[index]} is {label.shape} but image {self.image_paths[index]} "
+                    f"is {image.shape[:2]}"
+                )
+            item["label"] = torch.from_numpy(label)
+        if self.extra is not None:
+            item.update(self.extra(index))
+        return item
+
+
+def collate_whole_images(batch: list[dict]) -> dict:
+    """Whole images differ in size: stack only when shapes agree, else keep lists."""
+    out: dict = {}
+    for key in batch[0]:
+        values = [item[key] for item in batch]
+        if isinstance(values[0], torch.Tensor) and all(v.shape == values[0].shape for v in values):
+            out[key] = torch.stack(values)
+        else:
+            out[key] = values
+    return out

@@ -1,0 +1,1 @@
+"""Methods: thin LightningModules and stage functions over the shared data, model, post-processing and metrics."""

@@ -1,0 +1,212 @@
+"""Stage 2b of COIN, offline prompter (coin.md A5, (c) `prompter: classical`).
+
+One positive point per UCIS/watershed instance (interior point by default, the reference's centroid as an
+option); a classical segmenter grows a mask from that point inside a square window, independently of the
+watershed. Masks are kept as crops with an offset (700 full-size masks per image would not fit).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage import filters
+from skimage.segmentation import morphological_chan_vese, random_walker
+from tqdm import tqdm
+
+from cellseg.methods.coin.ucis import stain_channel
+
+METHODS = ("random_walker", "morph_chan_vese", "local_otsu")
+PROMPT_POINTS = ("interior", "centroid")
+
+
+@dataclass(frozen=True)
+class PromptedMask:
+    """A prompted mask as a bool crop whose top-left pixel sits at `offset` (row, col) of the image."""
+
+    instance_id: int
+    mask: np.ndarray
+    offset: tuple[int, int]
+
+    def to_full(self, shape: tuple[int, int]) -> np.ndarray:
+        full = np.zeros(shape, dtype=bool)
+        r0, c0 = self.offset
+        full[r0:r0 + self.mask.shape[0], c0:c0 + self.mask.shape[1]] = self.mask
+        return full
+
+
+def interior_point(instance_mask: np.ndarray) -> tuple[int, int]:
+    """(row, col) of the distance-transform maximum (outside the image counts as background);
+    ties go to the first pixel in row-major order."""
+    mask = np.asarray(instance_mask, dtype=bool)
+    if not mask.any():
+        raise ValueError("interior_point of an empty instance mask")
+    dist = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    return tuple(int(v) for v in np.unravel_index(int(np.argmax(dist)), mask.shape))
+
+
+def centroid_point(instance_mask: np.ndarray) -> tuple[int, int]:
+    """(row, col) = integer part of the mean row and mean column (the reference prompt; may lie outside)."""
+    rows, cols = np.nonzero(instance_mask)
+    if rows.size == 0:
+        raise ValueError("centroid_point of an empty instance mask")
+    return int(rows.mean()), int(cols.mean())
+
+
+def median_radius(instances: np.ndarray) -> float:
+    """Equivalent radius sqrt(area / pi) of the median instance area (0 without instances)."""
+    areas = np.bincount(instances.ravel())[1:]
+    areas = areas[areas > 0]
+    return math.sqrt(float(np.median(areas)) / math.pi) if areas.size else 0.0
+
+
+class ClassicalPrompter:
+    """Point-prompted segmentation of the stain channel in a window around the point.
+
+    `random_walker` (spec default): seeds fg = disk of radius `fg_radius` at the point, bg = window sides inside
+    the image + pixels below the window's `bg_percentile`-th stain percentile. `morph_chan_vese`: 50 iterations,
+    smoothing 1, initial disk r_med / 2. `local_otsu` (cheap alternative): Otsu threshold of the window.
+    Every method keeps the 4-connected component containing the point.
+    """
+
+    def __init__(
+        self,
+        method: str = "random_walker",
+        window: str | int = "auto",
+        beta: float = 130,
+        bg_percentile: float = 20,
+        fg_radius: int = 2,
+        rw_mode: str = "cg_j",
+        rw_tol: float = 1e-3,
+        chan_vese_iters: int = 50,
+        smooth_sigma: float = 0.0,
+        fill_holes: bool = False,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown prompter.method {method!r}; expected one of {METHODS}")
+        if window != "auto" and (not isinstance(window, int) or window < 1):
+            raise ValueError(f"prompter.window must be 'auto' or a positive int, got {window!r}")
+        self.method = method
+        self.window = window
+        self.beta = beta
+        self.bg_percentile = bg_percentile
+        self.fg_radius = fg_radius
+        self.rw_mode = rw_mode
+        self.rw_tol = rw_tol
+        self.chan_vese_iters = chan_vese_iters
+        self.smooth_sigma = smooth_sigma
+        self.fill_holes = fill_holes
+
+    def half_size(self, r_med: float) -> int:
+        return max(16, int(round(3 * r_med))) if self.window == "auto" else int(self.window)
+
+    def segment(self, stain01: np.ndarray, point: tuple[int, int], r_med: float) -> np.ndarray:
+        """Full-size bool mask of the object grown from `point` (row, col)."""
+        crop, offset = self.segment_window(stain01, point, r_med)
+        return PromptedMask(0, crop, offset).to_full(stain01.shape)
+
+    def segment_window(
+        self, stain01: np.ndarray, point: tuple[int, int], r_med: float
+    ) -> tuple[np.ndarray, tuple[int, int]]:
+        """(bool mask of the window, window's top-left (row, col)); the point lies inside the window."""
+        height, width = stain01.shape
+        row, col = point
+        if not (0 <= row < height and 0 <= col < width):
+            raise ValueError(f"prompt point {point} lies outside the image of shape {stain01.shape}")
+        half = self.half_size(r_med)
+        r0, r1 = max(row - half, 0), min(row + half + 1, height)
+        c0, c1 = max(col - half, 0), min(col + half + 1, width)
+        window = stain01[r0:r1, c0:c1].astype(np.float64)
+        if self.smooth_sigma > 0:
+            window = ndi.gaussian_filter(window, self.smooth_sigma)
+        local = (row - r0, col - c0)
+        inside_sides = (r0 > 0, r1 < height, c0 > 0, c1 < width)
+        if self.method == "random_walker":
+            fg = self._random_walker(window, local, inside_sides)
+        elif self.method == "morph_chan_vese":
+            fg = self._chan_vese(window, local, r_med)
+        else:
+            fg = self._local_otsu(window)
+        component = _component_at(fg, local)
+        if self.fill_holes:
+            component = ndi.binary_fill_holes(component)
+        return component, (r0, c0)
+
+    def _seeds(self, window: np.ndarray, local: tuple[int, int], inside_sides: tuple[bool, ...]) -> np.ndarray:
+        seeds = np.zeros(window.shape, dtype=np.int32)
+        seeds[window < np.percentile(window, self.bg_percentile)] = 2
+        top, bottom, left, right = inside_sides
+        if top:
+            seeds[0, :] = 2
+        if bottom:
+            seeds[-1, :] = 2
+        if left:
+            seeds[:, 0] = 2
+        if right:
+            seeds[:, -1] = 2
+        seeds[_disk_mask(window.shape, local, self.fg_radius)] = 1
+        return seeds
+
+    def _random_walker(self, window, local, inside_sides) -> np.ndarray:
+        seeds = self._seeds(window, local, inside_sides)
+        if not np.any(seeds == 2):  # flat window: nothing darker than the point's surroundings
+            return seeds == 1
+        result = random_walker(window, seeds, beta=self.beta, mode=self.rw_mode, tol=self.rw_tol)
+        return result == 1
+
+    def _chan_vese(self, window, local, r_med) -> np.ndarray:
+        init = _disk_mask(window.shape, local, max(1, int(round(r_med / 2))))
+        level = morphological_chan_vese(window, self.chan_vese_iters, init_level_set=init.astype(np.int8),
+                                        smoothing=1)
+        return level.astype(bool)
+
+    def _local_otsu(self, window) -> np.ndarray:
+        if window.max() <= window.min():
+            return np.zeros(window.shape, dtype=bool)
+        return window > filters.threshold_otsu(window)
+
+
+def prompt_masks(
+    image_rgb: np.ndarray,
+    instances: np.ndarray,
+    prompt_point: str = "interior",
+    prompter: ClassicalPrompter | None = None,
+    stain: str = "auto",
+    progress: bool = False,
+) -> list[PromptedMask]:
+    """One prompted mask per instance of `instances` (ascending id), prompted at its interior point or centroid."""
+    if prompt_point not in PROMPT_POINTS:
+        raise ValueError(f"unknown prompt_point {prompt_point!r}; expected one of {PROMPT_POINTS}")
+    if instances.shape != image_rgb.shape[:2]:
+        raise ValueError(f"instance map has shape {instances.shape}; expected the image's {image_rgb.shape[:2]}")
+    prompter = prompter or ClassicalPrompter()
+    stain01 = stain_channel(image_rgb, stain)
+    r_med = median_radius(instances)
+    pick = interior_point if prompt_point == "interior" else centroid_point
+    results = []
+    boxes = ndi.find_objects(instances)
+    for index, box in enumerate(tqdm(boxes, desc="prompts", disable=not progress, leave=False)):
+        if box is None:
+            continue
+        instance_id = index + 1
+        local_row, local_col = pick(instances[box] == instance_id)
+        point = (box[0].start + local_row, box[1].start + local_col)
+        mask, offset = prompter.segment_window(stain01, point, r_med)
+        results.append(PromptedMask(instance_id, mask, offset))
+    return results
+
+
+def _component_at(mask: np.ndarray, point: tuple[int, int]) -> np.ndarray:
+    """The 4-connected component of `mask` containing `point` (empty if the point is not in the mask)."""
+    if not mask[point]:
+        return np.zeros(mask.shape, dtype=bool)
+    labels, _ = ndi.label(mask)
+    return labels == labels[point]
+
+
+def _disk_mask(shape: tuple[int, int], centre: tuple[int, int], radius: int) -> np.ndarray:
+    """Pixels within `radius` of `centre` (the footprint of skimage's disk(radius)), clipped to `shape`."""
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2

@@ -1,0 +1,98 @@
+"""Pieces every task shares: config checks, instantiation of callbacks and loggers, run wrapper."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from cellseg.utils.project import save_run_info
+
+log = logging.getLogger(__name__)
+
+# Keys a checkpoint or early-stopping callback may never monitor: test data, and GT metrics of weak regimes.
+FORBIDDEN_MONITOR_PREFIXES = ("oracle/", "test/")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; raised before any work is done."""
+
+
+def check_supervision(cfg: DictConfig) -> None:
+    """Stop early when the method does not support the chosen supervision."""
+    method, supervision = cfg.method.name, cfg.get("supervision")
+    if supervision is None:
+        raise ConfigError(f"method={method} needs a supervision; choose one of {list(cfg.method.supervision_kinds)}")
+    if supervision.kind not in cfg.method.supervision_kinds:
+        raise ConfigError(
+            f"method={method} does not support supervision={supervision.kind}: "
+            f"it supports {list(cfg.method.supervision_kinds)}"
+        )
+
+
+def check_monitors(cfg: DictConfig) -> None:
+    """No callback may select on test data or, in a weak regime, on validation ground truth."""
+    weak = cfg.supervision.kind != "full"
+    for name, node in (cfg.get("callbacks") or {}).items():
+        monitor = node.get("monitor") if isinstance(node, DictConfig) else None
+        if not monitor:
+            continue
+        if monitor.startswith(FORBIDDEN_MONITOR_PREFIXES) or (weak and monitor.startswith("val/")):
+            raise ConfigError(
+                f"callbacks.{name}.monitor={monitor}: selection may not use test data or, under "
+                f"supervision={cfg.supervision.kind}, validation ground truth"
+            )
+
+
+def instantiate_list(node: DictConfig | None) -> list:
+    """A dict of `_target_` nodes (callbacks, loggers) -> a list of objects; null entries are skipped."""
+    if not node:
+        return []
+    return [hydra.utils.instantiate(value) for value in node.values() if value and "_target_" in value]
+
+
+def apply_extras(cfg: DictConfig) -> None:
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        warnings.filterwarnings("ignore")
+    if extras.get("enforce_tags") and not cfg.get("tags"):
+        raise ConfigError("extras.enforce_tags=true but no tags are set: add tags=[...]")
+    if extras.get("print_config"):
+        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
+
+
+def finish_wandb() -> None:
+    """Close any W&B run; otherwise multirun jobs are merged into one run."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def run_task(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> dict:
+    """Extras, run bookkeeping, the task itself, and W&B clean-up whatever happens."""
+    apply_extras(cfg)
+    if pl.utilities.rank_zero_only.rank == 0:
+        save_run_info(cfg, Path(cfg.paths.output_dir))
+    try:
+        return task(cfg)
+    finally:
+        finish_wandb()
+
+
+def metric_for_sweeper(cfg: DictConfig, metrics: dict) -> float | None:
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name.startswith("test/"):
+        raise ConfigError(f"optimized_metric={name}: a sweep may not optimise a test-split metric")
+    if name not in metrics:
+        raise ConfigError(f"optimized_metric={name} is not among the run's metrics {sorted(metrics)}")
+    return float(metrics[name])

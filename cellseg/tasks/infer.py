@@ -1,0 +1,75 @@
+"""`python infer.py ckpt_path=RUN/checkpoints/last.ckpt input_dir=DIR`: instance maps and exports for new images.
+
+The network is rebuilt from the training run's own config (`<run>/.hydra/config.yaml`, beside `checkpoints/`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from cellseg.data.layout import IMAGE_SUFFIXES
+from cellseg.data.transforms import to_normalised_tensor
+from cellseg.inference.writers import write_geojson, write_instance_tiff, write_instances_csv
+from cellseg.tasks.common import ConfigError, run_task
+from cellseg.utils.io import read_image, write_label
+from cellseg.utils.project import CONFIG_DIR, set_project_root_env
+
+log = logging.getLogger(__name__)
+OUTPUT_KINDS = ("png", "tiff", "geojson", "csv")
+
+
+def load_module_from_checkpoint(ckpt_path: Path):
+    """Rebuild model + LightningModule from the run config saved next to the checkpoint, then load the weights."""
+    run_config = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
+    if not run_config.is_file():
+        raise FileNotFoundError(f"no run config {run_config} for checkpoint {ckpt_path}: expected <run>/checkpoints/*.ckpt")
+    train_cfg = OmegaConf.load(run_config)
+    net = hydra.utils.instantiate(train_cfg.model)
+    module = hydra.utils.instantiate(train_cfg.method.module, net=net)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    return module.eval()
+
+
+def infer(cfg: DictConfig) -> dict:
+    outputs = list(cfg.infer.outputs)
+    unknown = sorted(set(outputs) - set(OUTPUT_KINDS))
+    if unknown:
+        raise ConfigError(f"infer.outputs has {unknown}; expected a subset of {list(OUTPUT_KINDS)}")
+    input_dir, out_dir = Path(cfg.input_dir), Path(cfg.paths.output_dir)
+    images = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if input_dir.is_dir() else []
+    if not images:
+        raise FileNotFoundError(f"input_dir={input_dir} holds no .png/.tif image")
+    module = load_module_from_checkpoint(Path(cfg.ckpt_path)).to(cfg.accelerator)
+    module.inference.update({k: cfg.infer[k] for k in ("tile", "overlap", "hflip")})
+    for path in tqdm(images, desc="inference"):
+        image = read_image(path)
+        label = module.predict_instances(to_normalised_tensor(image))
+        write_outputs(out_dir, path.stem, image, label, outputs, cfg.infer)
+    log.info("wrote %s for %d images into %s", ", ".join(outputs), len(images), out_dir)
+    return {"images": len(images)}
+
+
+def write_outputs(out_dir: Path, image_id: str, image, label, outputs, infer_cfg) -> None:
+    if "png" in outputs:
+        write_label(out_dir / "instances" / f"{image_id}.png", label)
+    if "tiff" in outputs:
+        write_instance_tiff(out_dir / "tiff" / f"{image_id}.tif", label, mpp=infer_cfg.get("mpp"))
+    if "geojson" in outputs:
+        write_geojson(out_dir / "geojson" / f"{image_id}.geojson", label, simplify=infer_cfg.geojson.simplify)
+    if "csv" in outputs:
+        write_instances_csv(out_dir / "csv" / f"{image_id}.csv", label, image_id=image_id, image=image)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="infer")
+def main(cfg: DictConfig) -> None:
+    run_task(cfg, infer)
+
+
+set_project_root_env()
