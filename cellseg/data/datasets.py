@@ -11,9 +11,9 @@ from torch.utils.data import Dataset
 
 from cellseg.data.transforms import (
     AugmentConfig,
+    apply_geometry,
     colour_jitter,
-    random_crop,
-    random_flip_rotate,
+    sample_geometry,
     to_normalised_tensor,
 )
 from cellseg.utils.io import read_image, read_label
@@ -52,14 +52,15 @@ class TrainCropDataset(Dataset):
         # Seeded from torch's RNG: differs per epoch and worker, reproducible under seed_everything(workers=True).
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
         which = index % len(self.images)
-        image, target = random_crop(self.images[which], self.targets[which], self.crop, rng, self.ignore_index)
-        image_tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        geometry = sample_geometry(self.targets[which].shape, self.crop, rng, self.augment)
+        image = torch.from_numpy(apply_geometry(self.images[which], geometry, fill=None)).permute(2, 0, 1)
+        target = apply_geometry(self.targets[which], geometry, fill=self.ignore_index)
         if self.augment is not None:
-            image, target = random_flip_rotate(image, target, rng, self.augment)
-            image_tensor = colour_jitter(torch.from_numpy(image).permute(2, 0, 1).contiguous(), rng, self.augment)
+            image = colour_jitter(image.contiguous(), rng, self.augment)
         return {
-            "image": to_normalised_tensor(image_tensor),
-            "target": torch.from_numpy(np.ascontiguousarray(target).astype(np.int64)),
+            "image": to_normalised_tensor(image),
+            "target": torch.from_numpy(target.astype(np.int64)),
+            "geometry": geometry.as_tensor(),
             "index": which,
             "id": self.ids[which],
         }

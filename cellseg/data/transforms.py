@@ -24,34 +24,58 @@ class AugmentConfig:
     colour_p: float = 0.5
 
 
-def random_crop(image: np.ndarray, target: np.ndarray, size: int, rng: np.random.Generator, fill: int):
-    """A size x size crop at a uniform position; images smaller than `size` are reflect-padded (target: fill)."""
-    image, target = pad_to_at_least(image, target, size, fill)
-    height, width = target.shape
+@dataclass(frozen=True)
+class CropGeometry:
+    """Where a training crop came from and how it was flipped/rotated, so per-image state maps (e.g. S2L's
+    EMA of predictions, kept by the LightningModule) can be cut and turned exactly like the crop."""
+
+    top: int
+    left: int
+    size: int
+    hflip: bool = False
+    vflip: bool = False
+    rot90: int = 0
+
+    def as_tensor(self) -> torch.Tensor:
+        return torch.tensor([self.top, self.left, self.size, self.hflip, self.vflip, self.rot90])
+
+    @classmethod
+    def from_tensor(cls, values: torch.Tensor) -> CropGeometry:
+        top, left, size, hflip, vflip, rot = (int(v) for v in values)
+        return cls(top, left, size, bool(hflip), bool(vflip), rot)
+
+
+def sample_geometry(shape: tuple[int, int], size: int, rng: np.random.Generator, cfg: AugmentConfig | None) -> CropGeometry:
+    """A uniform crop position (on the image padded up to `size`) and, with `cfg`, random flips and turns."""
+    height, width = max(shape[0], size), max(shape[1], size)
     top = int(rng.integers(0, height - size + 1))
     left = int(rng.integers(0, width - size + 1))
-    return image[top : top + size, left : left + size], target[top : top + size, left : left + size]
+    if cfg is None:
+        return CropGeometry(top, left, size)
+    hflip = bool(rng.random() < cfg.hflip)
+    vflip = bool(rng.random() < cfg.vflip)
+    turns = int(rng.integers(0, 4)) if cfg.rot90 else 0
+    return CropGeometry(top, left, size, hflip, vflip, turns)
 
 
-def pad_to_at_least(image: np.ndarray, target: np.ndarray, size: int, fill: int):
-    pad_h = max(0, size - image.shape[0])
-    pad_w = max(0, size - image.shape[1])
-    if pad_h == 0 and pad_w == 0:
-        return image, target
-    image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect" if min(image.shape[:2]) > 1 else "edge")
-    target = np.pad(target, ((0, pad_h), (0, pad_w)), constant_values=fill)
-    return image, target
-
-
-def random_flip_rotate(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig):
-    if rng.random() < cfg.hflip:
-        image, target = image[:, ::-1], target[:, ::-1]
-    if rng.random() < cfg.vflip:
-        image, target = image[::-1], target[::-1]
-    if cfg.rot90:
-        turns = int(rng.integers(0, 4))
-        image, target = np.rot90(image, turns), np.rot90(target, turns)
-    return np.ascontiguousarray(image), np.ascontiguousarray(target)
+def apply_geometry(array: np.ndarray, geometry: CropGeometry, fill: float | None) -> np.ndarray:
+    """Pad (reflect for images when `fill` is None, else constant), crop, flip and turn an H x W[ x C] array."""
+    size = geometry.size
+    pad_h, pad_w = max(0, size - array.shape[0]), max(0, size - array.shape[1])
+    if pad_h or pad_w:
+        pad = ((0, pad_h), (0, pad_w)) + ((0, 0),) * (array.ndim - 2)
+        if fill is None:
+            array = np.pad(array, pad, mode="reflect" if min(array.shape[:2]) > 1 else "edge")
+        else:
+            array = np.pad(array, pad, constant_values=fill)
+    out = array[geometry.top : geometry.top + size, geometry.left : geometry.left + size]
+    if geometry.hflip:
+        out = out[:, ::-1]
+    if geometry.vflip:
+        out = out[::-1]
+    if geometry.rot90:
+        out = np.rot90(out, geometry.rot90)
+    return np.ascontiguousarray(out)
 
 
 def colour_jitter(image: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:

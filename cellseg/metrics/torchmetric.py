@@ -72,9 +72,11 @@ class InstanceSegMetrics(Metric):
         ]
         self._add_sums(batch)
         if self.per_image:
-            self.image_ids.append(torch.from_numpy(_encode_ids(ids)))
+            # on the metric's device: NCCL gathers CUDA tensors only
+            self.image_ids.append(torch.from_numpy(_encode_ids(ids)).to(self.device))
             rows = [[stats.to_row()[column] for column in self.row_columns] for stats in batch]
-            self.image_rows.append(torch.tensor(rows, dtype=torch.float64).reshape(-1, len(self.row_columns)))
+            self.image_rows.append(torch.tensor(rows, dtype=torch.float64, device=self.device)
+                                   .reshape(-1, len(self.row_columns)))
 
     def _image_stats(self, target, pred, ignore) -> ImageStats:
         return image_stats(target, pred, ignore, match_iou=self.match_iou, faithful=needs_faithful(self.names))
@@ -95,7 +97,7 @@ class InstanceSegMetrics(Metric):
         else:
             summary = self._summary_from_sums()
         summary.pop("n_images", None)
-        return {key: torch.tensor(float(value), dtype=torch.float64) for key, value in summary.items()}
+        return {key: torch.tensor(float(value), dtype=torch.float64, device=self.device) for key, value in summary.items()}
 
     def _summary_from_sums(self) -> dict[str, float]:
         pooled = metrics_from_sums({field: float(getattr(self, f"pool_{field}")) for field in STAT_FIELDS})
@@ -109,15 +111,16 @@ class InstanceSegMetrics(Metric):
         return summary
 
     def _unique_rows(self) -> tuple[list[str], list[dict[str, float]]]:
-        """Per-image (ids, rows) in arrival order, keeping the first row of each id."""
+        """Per-image (ids, rows) sorted by id, one row per id (arrival order differs across ranks and merges)."""
         if isinstance(self.image_ids, list) and not self.image_ids:
             return [], []
         id_bytes = dim_zero_cat(self.image_ids).cpu().numpy()
         rows = dim_zero_cat(self.image_rows).cpu().numpy().reshape(-1, len(self.row_columns))
-        _, first = np.unique(id_bytes, axis=0, return_index=True)
-        first = np.sort(first)
+        _, first = np.unique(id_bytes, axis=0, return_index=True)  # a duplicate is the same image: keep one
         ids = [_decode_id(id_bytes[i]) for i in first]
-        return ids, [dict(zip(self.row_columns, rows[i].tolist(), strict=True)) for i in first]
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        return [ids[k] for k in order], [dict(zip(self.row_columns, rows[first[k]].tolist(), strict=True))
+                                         for k in order]
 
     def per_image_rows(self) -> list[dict[str, float | str]]:
         """One dict per image (duplicates dropped, synced across ranks): image_id, metric values, sums."""

@@ -104,3 +104,20 @@ def test_whole_image_dataset_returns_labels_of_matching_shape(sample_data):
     dataset = sample_module(sample_data).whole_image_dataset("test", with_labels=True)
     item = dataset[0]
     assert item["image"].shape[1:] == item["label"].shape == (384, 384)
+
+
+def test_crop_geometry_reproduces_the_crop_of_any_per_image_map(sample_data):
+    """Methods keep per-image maps (S2L's EMA): the returned geometry must cut them exactly like the target."""
+    from cellseg.data.transforms import CropGeometry, apply_geometry
+
+    dm = sample_module(sample_data, weak_labels=FullLabels(), crop=96)
+    dm.configure_targets(lambda raw, kind, shape: (np.arange(raw.size).reshape(shape) % 250).astype(np.uint8), 255)
+    dm.setup("fit")
+    dataset = dm.train_dataloader().dataset
+    torch.manual_seed(3)
+    for index in range(6):
+        item = dataset[index]
+        geometry = CropGeometry.from_tensor(item["geometry"])
+        full = dataset.targets[item["index"]]
+        np.testing.assert_array_equal(apply_geometry(full, geometry, fill=255), item["target"].numpy())
+    assert any(CropGeometry.from_tensor(dataset[i]["geometry"]).rot90 for i in range(12))

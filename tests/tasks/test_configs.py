@@ -88,7 +88,7 @@ def test_all_paths_are_absolute(train_config):
 
 
 def test_one_lightning_namespace_everywhere():
-    """Mixing `lightning.pytorch` with `pytorch_lightning` breaks (ValueError('Expected a parent'))."""
+    """Mixing the `lightning` package namespace with `pytorch_lightning` breaks (ValueError("Expected a parent"))."""
     forbidden = "lightning" + ".pytorch"
     offenders = [
         str(path.relative_to(REPO_ROOT))

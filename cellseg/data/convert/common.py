@@ -68,6 +68,7 @@ class DatasetWriter:
             raise FileExistsError(f"{self.final_dir} already exists; pass --overwrite (overwrite=True) to replace it")
         self.dst.mkdir(parents=True, exist_ok=True)
         self.stage_dir = Path(tempfile.mkdtemp(prefix=f".{dataset}.", suffix=".partial", dir=self.dst))
+        os.chmod(self.stage_dir, 0o777 & ~_current_umask())  # mkdtemp makes it 0700; the result should be readable
         self.rows: dict[str, dict[str, dict]] = defaultdict(dict)
         self.classes: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
         self.finished = False
@@ -165,6 +166,12 @@ class DatasetWriter:
         os.replace(self.stage_dir, self.final_dir)
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _check_id(image_id: str, source) -> None:

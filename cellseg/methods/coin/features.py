@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 from skimage import color
 from skimage.feature import structure_tensor, structure_tensor_eigenvalues
 
-from cellseg.methods.coin.ucis import _as_float_rgb, rescale_percentiles, resolve_stain, stain_channel
+from cellseg.methods.coin.ucis import as_float_rgb, rescale_percentiles, resolve_stain, stain_channel
 
 SMOOTH_SIGMAS = (1.0, 2.0, 4.0)
 LOG_SIGMAS = (2.0, 3.0, 4.0)
@@ -32,15 +32,18 @@ N_FEATURES = len(FEATURE_NAMES)  # 21
 
 
 def handcrafted_features(image_rgb: np.ndarray, grey: bool | None = None, stain: str = "auto") -> np.ndarray:
-    """float32 (21, H, W) raw features; `grey=None` decides by colour (stain resolution of `ucis`)."""
-    rgb = _as_float_rgb(image_rgb)
+    """float32 (21, H, W) raw features (FEATURE_NAMES order).
+
+    `grey=None` decides by colour like `ucis.resolve_stain`; `stain` picks the stain channel (`auto`: hematoxylin
+    for colour images, intensity or inverted intensity for grey ones).
+    """
+    rgb = as_float_rgb(image_rgb)
+    resolved = resolve_stain(image_rgb, stain)
     if grey is None:
-        grey = resolve_stain(image_rgb, stain) != "hematoxylin"
+        grey = resolved != "hematoxylin"
     if grey:
-        intensity_stain = stain if stain in ("intensity", "inverted_intensity") else resolve_stain(image_rgb)
-        if intensity_stain == "hematoxylin":  # forced grey on a colour image
-            intensity_stain = "inverted_intensity"
-        signal = stain_channel(rgb, intensity_stain)
+        # a colour image forced to grey is read as bright-field: dark nuclei
+        signal = stain_channel(rgb, "inverted_intensity" if resolved == "hematoxylin" else resolved)
         colour = [signal] * 6
         lightness = signal
     else:

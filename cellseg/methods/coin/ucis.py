@@ -15,6 +15,8 @@ from scipy import ndimage as ndi
 from skimage import color, filters, morphology, segmentation
 from skimage.feature import peak_local_max
 
+from cellseg.data.convert.coin_layout import decode_coin_mask
+
 STAINS = ("auto", "hematoxylin", "intensity", "inverted_intensity")
 THRESHOLDS = {"otsu": filters.threshold_otsu, "li": filters.threshold_li, "triangle": filters.threshold_triangle}
 UCIS_FORMATS = ("auto", "uint16", "coin_bgr")
@@ -40,7 +42,7 @@ def resolve_stain(image_rgb: np.ndarray, stain: str = "auto") -> str:
         raise ValueError(f"unknown stain {stain!r}; expected one of {STAINS}")
     if stain != "auto":
         return stain
-    rgb = _as_float_rgb(image_rgb)
+    rgb = as_float_rgb(image_rgb)
     saturation = float(_saturation(rgb).mean())
     if saturation >= GREY_SATURATION:
         return "hematoxylin"
@@ -50,7 +52,7 @@ def resolve_stain(image_rgb: np.ndarray, stain: str = "auto") -> str:
 def stain_channel(image_rgb: np.ndarray, stain: str = "auto") -> np.ndarray:
     """The nuclear signal in [0, 1] (float32 H x W, bright = nucleus), rescaled by its 1st/99th percentile."""
     stain = resolve_stain(image_rgb, stain)
-    rgb = _as_float_rgb(image_rgb)
+    rgb = as_float_rgb(image_rgb)
     if stain == "hematoxylin":
         raw = color.rgb2hed(rgb)[..., 0]
     else:
@@ -146,18 +148,8 @@ def read_ucis_folder(directory: str | os.PathLike, image_id: str, format: str = 
             raise ValueError(f"UCIS prediction {path} has shape {array.shape} / {array.dtype}; "
                              "expected a single-channel integer (16-bit) PNG for ucis.format=uint16")
         return array.astype(np.int32)
-    return _decode_coin_rgb(array, path)
-
-
-def _decode_coin_rgb(rgb: np.ndarray, path: Path) -> np.ndarray:
-    """COIN writes id = B*256 + G with OpenCV (BGR arrays), so in the file's RGB order id = rgb[2]*256 + rgb[1]."""
-    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
-        raise ValueError(f"UCIS prediction {path} has shape {rgb.shape} / {rgb.dtype}; "
-                         "expected an 8-bit 3-channel PNG for ucis.format=coin_bgr")
-    if np.any(rgb[..., 0]):
-        raise ValueError(f"UCIS prediction {path} has a non-zero red channel; COIN's format stores "
-                         "id = B*256 + G with R = 0 (an ignore-painted pseudo label is not a UCIS prediction)")
-    return rgb[..., 2].astype(np.int32) * 256 + rgb[..., 1].astype(np.int32)
+    # COIN writes id = B*256 + G with OpenCV (BGR arrays); PIL reads the file in RGB order
+    return decode_coin_mask(array, channel_order="rgb", source=path)
 
 
 def _saturation(rgb: np.ndarray) -> np.ndarray:
@@ -166,7 +158,7 @@ def _saturation(rgb: np.ndarray) -> np.ndarray:
     return (top - rgb.min(axis=2)) / np.maximum(top, 1e-6)
 
 
-def _as_float_rgb(image_rgb: np.ndarray) -> np.ndarray:
+def as_float_rgb(image_rgb: np.ndarray) -> np.ndarray:
     image = np.asarray(image_rgb)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)

@@ -1,0 +1,98 @@
+"""The three commands as a user runs them: train.py, then eval.py on its predictions, then infer.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tifffile
+
+from cellseg.utils.io import read_label
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_TEST = REPO_ROOT / "data" / "sample" / "MoNuSegSample" / "test"
+
+
+def run(script: str, *overrides: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, str(REPO_ROOT / script), *overrides], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    # run from another working directory: outputs must not depend on it
+    result = run("train.py", "debug=smoke", f"hydra.run.dir={out}", f"paths.cache_dir={out.parent / 'cache'}",
+                 cwd=out.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_train_writes_its_run_folder(trained_run):
+    for name in ("metrics.json", "per_image.csv", "run_info.json", "config_resolved.yaml", ".hydra/config.yaml",
+                 "checkpoints/last.ckpt"):
+        assert (trained_run / name).exists(), name
+    info = json.loads((trained_run / "run_info.json").read_text())
+    assert info["seed"] == 42 and info["packages"]["torch"]
+
+
+def test_eval_reproduces_the_training_metrics(trained_run, tmp_path):
+    out = tmp_path / "eval"
+    result = run("eval.py", "data=sample", "split=test", f"pred_dir={trained_run / 'predictions' / 'test'}",
+                 f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "aji" in result.stdout
+    expected = json.loads((trained_run / "metrics.json").read_text())
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["per_image_mean"] == expected["per_image_mean"] and got["pooled"] == expected["pooled"]
+    assert (out / "per_image.csv").read_text().count("\n") == 4
+
+
+def test_eval_lists_missing_extra_and_mismatched_files_and_writes_nothing(trained_run, tmp_path):
+    preds = tmp_path / "preds"
+    shutil.copytree(trained_run / "predictions" / "test", preds)
+    files = sorted(preds.glob("*.png"))
+    files[0].unlink()
+    shutil.copy(files[1], preds / "not-in-the-dataset.png")
+    tifffile.imwrite(preds / f"{files[2].stem}.tif", read_label(files[2])[:100, :100].astype("uint16"))
+    files[2].unlink()
+    out = tmp_path / "eval"
+    result = run("eval.py", "data=sample", "split=test", f"pred_dir={preds}", f"hydra.run.dir={out}")
+    assert result.returncode != 0
+    for fragment in (files[0].stem, "not-in-the-dataset", files[2].stem):
+        assert fragment in result.stderr
+    assert not (out / "metrics.json").exists() and not (out / "per_image.csv").exists()
+
+
+def test_infer_writes_every_output_format(trained_run, tmp_path):
+    out = tmp_path / "infer"
+    result = run("infer.py", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"input_dir={SAMPLE_TEST / 'images'}",
+                 f"hydra.run.dir={out}", "infer.tile=256", "infer.overlap=32")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ids = sorted(p.stem for p in (SAMPLE_TEST / "images").glob("*.png"))
+    for folder, suffix in (("instances", ".png"), ("tiff", ".tif"), ("geojson", ".geojson"), ("csv", ".csv")):
+        assert sorted(p.stem for p in (out / folder).glob(f"*{suffix}")) == ids, folder
+    collection = json.loads((out / "geojson" / f"{ids[0]}.geojson").read_text())
+    assert collection["type"] == "FeatureCollection"
+
+
+def test_infer_names_a_missing_input_folder(trained_run, tmp_path):
+    result = run("infer.py", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"input_dir={tmp_path / 'none'}",
+                 f"hydra.run.dir={tmp_path / 'out'}")
+    assert result.returncode != 0 and "input_dir=" in result.stderr
+
+
+def test_wandb_offline_run_writes_its_files(tmp_path, monkeypatch):
+    out = tmp_path / "wandb_run"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    result = run("train.py", "debug=smoke", "logger=wandb", "test=false", "trainer.max_steps=2",
+                 f"hydra.run.dir={out}", f"paths.cache_dir={tmp_path / 'cache'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
