@@ -155,7 +155,7 @@ class Scribble2Label(DenseSegmentationModule):
         was_training = self.training
         self.eval()
         try:
-            progress = self._trainer is not None and self.trainer.is_global_zero and self.trainer.enable_progress_bar
+            progress = self._trainer is not None and self.trainer.is_global_zero and self.trainer.progress_bar_callback is not None
             update_ema_maps(self.ema, self._ema_source, lambda image: self.predict_probabilities(image)[1],
                             self.alpha, epoch, progress=progress)
         finally:

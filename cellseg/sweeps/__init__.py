@@ -1,0 +1,1 @@
+"""Hyper-parameter search drivers (Optuna with SQLite storage: resumable, failed trials recorded)."""

@@ -1,0 +1,26 @@
+"""Compose the project's configs outside `@hydra.main` (sweep drivers, notebooks, tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from cellseg.utils.project import CONFIG_DIR, set_project_root_env
+
+
+def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config `python <config_name>.py <overrides>` would see, writing into `output_dir`."""
+    set_project_root_env()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...} interpolations
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    GlobalHydra.instance().clear()
+    return cfg
