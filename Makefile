@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 SHARED_DATA ?= $(abspath ../shared/data)
 TEST_ENV := CELLSEG_OFFLINE=1 WANDB_MODE=disabled CELLSEG_TEST_DATA=$(SHARED_DATA) OMP_NUM_THREADS=2
 DEMO_LOGS := $(CURDIR)/logs/demo
+# One experiment per method, each sized for a 2-core CPU on the bundled sample (data/sample).
+DEMO_EXPERIMENTS ?= supervised_unet_sample
 
 .PHONY: install demo test test-all bench lint clean help
 
@@ -29,8 +31,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	rm -rf $(DEMO_LOGS)
-	$(PY) train.py experiment=supervised_unet_sample paths.log_dir=$(DEMO_LOGS)
-	$(PY) -m cellseg.tasks.report $(DEMO_LOGS)/train/runs/*/seed*
+	for experiment in $(DEMO_EXPERIMENTS); do \
+		$(PY) train.py experiment=$$experiment paths.log_dir=$(DEMO_LOGS) || exit 1; \
+	done
+	$(PY) -m cellseg.tasks.report $(foreach e,$(DEMO_EXPERIMENTS),$(DEMO_LOGS)/train/runs/$(e)/seed42)
 
 test: install
 	$(TEST_ENV) $(PY) -m pytest -m "not slow and not gpu" -q

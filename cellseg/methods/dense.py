@@ -84,7 +84,8 @@ class DenseSegmentationModule(pl.LightningModule):
         self.val_metrics.reset()
         for name in ("aji", "pq", "dice", "aji_pooled", "pq_pooled", "dice_pooled"):
             if name in values:
-                self.log(f"{self.metric_prefix}/{name}", float(values[name]), prog_bar=name in ("aji", "pq"))
+                # already reduced over ranks by the metric; sync_dist only silences Lightning's DDP warning
+                self.log(f"{self.metric_prefix}/{name}", float(values[name]), prog_bar=name in ("aji", "pq"), sync_dist=True)
 
     def _log_overlay(self, image_id: str, image: torch.Tensor, pred: np.ndarray, gt: np.ndarray) -> None:
         picture = side_by_side(denormalise(image), overlay_instances(denormalise(image), pred, gt))

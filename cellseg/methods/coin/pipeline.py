@@ -1,0 +1,432 @@
+"""COIN driver (coin.md A1-A8): `method=coin` runs every stage in order, resumable stage by stage.
+
+    ucis_0/       U per training image (classical recipe or a folder of SSA/PSM predictions)
+    propagate_0/  stats.json (handcrafted z-scores), prototype.json (global mu_fg), masks/<id>.png = S
+    pseudo_0/     instances/ (A4 of S), prompts/, scores/, labels/<id>.png = P_0 (uint16, 65535 ignore)
+    train_r/      checkpoints/last.ckpt (EMA weights) of round r, trained on P_{r-1}        r = 1..rounds
+    predict_r/    A7 + A4 instances of the training images (r < rounds)
+    pseudo_r/     re-scored -> P_r (optionally accumulated with P_{r-1})
+    evaluate_r/   test-split predictions and metrics.json (the last round; every round with
+                  method.evaluate_every_round); metrics.json is also copied to the run folder.
+
+The training labels are never opened: the data module is built without weak labels and every training-image
+loader is made with `with_labels=False`. Nothing in the pipeline selects with ground truth (last EMA weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from tqdm.auto import tqdm
+
+from cellseg.methods.coin.bookkeeping import Stage, profiled, read_json
+from cellseg.methods.coin.module import binary_to_instances
+from cellseg.methods.coin.prototypes import PrototypeAccumulator
+from cellseg.methods.coin.refine import CRF_MISSING
+from cellseg.methods.coin.scoring import instance_scores, paint_pseudo_label
+from cellseg.methods.coin.stages import (
+    accumulate_confident,
+    add_foreground,
+    build_feature_source,
+    build_prompt_source,
+    image_heatmaps,
+    load_prompts,
+    propagate_mask,
+    save_prompts,
+    thresholds_for,
+    ucis_instances,
+)
+from cellseg.methods.coin.vit_features import WindowTokens
+from cellseg.methods.ema import EmaWeights
+from cellseg.models.sam import MISSING_WEIGHTS
+from cellseg.tasks.common import check_supervision
+from cellseg.utils.io import atomic_path, read_image, read_label, write_json, write_label, write_mask_uint8
+
+log = logging.getLogger(__name__)
+
+METRIC_FILES = ("metrics.json", "per_image.csv")
+
+
+def run_coin(cfg: DictConfig) -> dict:
+    """`method.runner` of method=coin: all stages, then the test metrics of the final model."""
+    return CoinPipeline(cfg).run()
+
+
+def check_coin_config(cfg: DictConfig) -> None:
+    """Fail before any work on settings that cannot run (missing weights, CRF extra, UCIS folder)."""
+    check_supervision(cfg)
+    method = cfg.method
+    if int(method.rounds) < 0:
+        raise ValueError(f"method.rounds={method.rounds}; expected >= 0")
+    if method.prompter.kind == "sam" and not method.prompter.sam.get("weights"):
+        raise ValueError(MISSING_WEIGHTS)
+    if method.ucis.kind == "folder" and not method.ucis.get("dir"):
+        raise ValueError("method.ucis.kind=folder needs method.ucis.dir=/path/to/<image id>.png predictions "
+                         "(SSA/PSM outputs); use method/ucis=classical offline")
+    if method.refine.crf.enabled or method.infer.crf:
+        try:
+            import pydensecrf.densecrf  # noqa: F401
+        except ImportError as err:
+            raise ImportError(CRF_MISSING) from err
+    if method.features.kind == "vit" and not method.features.get("weights"):
+        log.warning("method.features.kind=vit without weights: random ViT features, plumbing tests only")
+
+
+def max_steps_for(train: DictConfig, n_images: int) -> int:
+    """`train.max_steps: auto` = epochs * floor(repeat * N / batch) (at least 1)."""
+    if train.max_steps != "auto":
+        return int(train.max_steps)
+    return max(1, int(train.epochs) * math.floor(int(train.repeat) * n_images / int(train.batch_size)))
+
+
+def as_container(node) -> dict | list | None:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+class CoinPipeline:
+    """The stage methods ensure their inputs first, so `pseudo_labels(0)` alone runs stages 0-2."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        check_coin_config(cfg)
+        self.cfg, self.method = cfg, cfg.method
+        self.output_dir = Path(cfg.paths.output_dir)
+        cache = cfg.paths.get("cache_dir") if self.method.get("cache", True) else None
+        self.cache_root = Path(cache) / "coin" if cache else None
+        self.datamodule = self.build_datamodule()
+        self.layout = self.datamodule.layout("train")
+        self.ids = self.datamodule.ids("train")
+        self.profile_memory = bool(self.method.get("profile_memory", False))
+        self._stages: dict[str, Stage] = {}
+
+    # ----- plumbing --------------------------------------------------------------------------------------------
+    def build_datamodule(self):
+        """Training crops and batches sized by method.train; no weak labels (annotation-free)."""
+        train = self.method.train
+        return hydra.utils.instantiate(self.cfg.data, weak_labels=None, crop=int(train.crop),
+                                       batch_size=int(train.batch_size), crops_per_image=int(train.repeat),
+                                       augment=as_container(train.get("augment")) or {})
+
+    def data_identity(self) -> dict:
+        return {"root": str(self.layout.root), "dataset": self.layout.dataset, "split": self.layout.split,
+                "ids": self.ids}
+
+    def stage(self, name: str, round_: int, config: dict, inputs: list[Stage], cacheable: bool = False) -> Stage:
+        stage = Stage(name, round_, self.output_dir / f"{name}_{round_}", config, [s.hash for s in inputs],
+                      self.cache_root if cacheable else None)
+        self._stages[stage.key] = stage
+        return stage
+
+    def image(self, image_id: str) -> np.ndarray:
+        return read_image(self.layout.image_path(image_id))
+
+    def progress(self, desc: str):
+        return tqdm(self.ids, desc=desc, unit="image", leave=False)
+
+    # ----- the whole run ---------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        rounds = int(self.method.rounds)
+        self.pseudo_labels(0)
+        metrics: dict = {}
+        for round_ in range(1, rounds + 1):
+            self.train_round(round_)
+            if round_ < rounds:
+                self.pseudo_labels(round_)
+            last = round_ == rounds
+            if self.cfg.get("test", True) and self.datamodule.splits.get("test") and (
+                    last or self.method.get("evaluate_every_round", False)):
+                metrics = self.evaluate(round_)
+        if metrics:
+            for name in METRIC_FILES:
+                source = self.output_dir / f"evaluate_{rounds}" / name
+                if source.is_file():
+                    with atomic_path(self.output_dir / name) as tmp:
+                        shutil.copyfile(source, tmp)
+        return metrics
+
+    # ----- stage 0 ---------------------------------------------------------------------------------------------
+    def ucis(self) -> Stage:
+        stage = self.stage("ucis", 0, {"ucis": as_container(self.method.ucis), "data": self.data_identity()}, [],
+                           cacheable=True)
+        if stage.completed():
+            return stage
+        stage.begin()
+        counts, record = {}, {}
+        with profiled(record, self.profile_memory):
+            for image_id in self.progress("UCIS"):
+                path = stage.dir / f"{image_id}.png"
+                if not path.is_file():
+                    write_label(path, ucis_instances(self.image(image_id), image_id, self.method.ucis))
+                counts[image_id] = int(read_label(path).max())
+        stage.finish({"instances": counts, "profile": per_image(record, len(self.ids))})
+        return stage
+
+    # ----- stage 1 ---------------------------------------------------------------------------------------------
+    def propagate(self) -> Stage:
+        upstream = self.ucis()
+        config = {"features": as_container(self.method.features), "refine": as_container(self.method.refine),
+                  "stain": self.method.ucis.stain}
+        stage = self.stage("propagate", 0, config, [upstream], cacheable=True)
+        if stage.completed():
+            return stage
+        stage.begin()
+        record = {}
+        with profiled(record, self.profile_memory):
+            source = self.feature_source(stage, upstream)
+            mu_fg = load_prototype(stage.dir)
+            for image_id in self.progress("propagation (pass 2)"):
+                path = stage.dir / "masks" / f"{image_id}.png"
+                if path.is_file():
+                    continue
+                image, ucis = self.image(image_id), read_label(upstream.dir / f"{image_id}.png")
+                features = source.image_features(image, self.cached_tokens(stage, image_id))
+                mask = propagate_mask(image, image_heatmaps(features, ucis, mu_fg), ucis, self.method.refine)
+                write_mask_uint8(path, mask.astype(np.uint8) * 255)
+        stage.finish({"profile": per_image(record, len(self.ids))})
+        return stage
+
+    def feature_source(self, stage: Stage, upstream: Stage):
+        """Pass 0 (feature statistics, handcrafted only) and pass 1 (global foreground prototype)."""
+        source = build_feature_source(self.method.features, self.method.ucis.stain)
+        stats_path = stage.dir / "stats.json"
+        if source.needs_stats:
+            if stats_path.is_file():
+                source.load_state_dict(read_json(stats_path))
+            else:
+                for image_id in self.progress("feature statistics (pass 0)"):
+                    source.update_stats(self.image(image_id))
+                write_json(stats_path, source.state_dict())
+        if not (stage.dir / "prototype.json").is_file():
+            accumulator = PrototypeAccumulator(source.dim)
+            for image_id in self.progress("foreground prototype (pass 1)"):
+                features = source.image_features(self.image(image_id))
+                add_foreground(features, read_label(upstream.dir / f"{image_id}.png"), accumulator)
+                if self.method.features.get("cache") == "tokens" and features.tokens is not None:
+                    with atomic_path(stage.dir / "tokens" / f"{image_id}.pt") as tmp:
+                        torch.save([t.state() for t in features.tokens], tmp)
+            write_json(stage.dir / "prototype.json", accumulator.state_dict())
+        return source
+
+    @staticmethod
+    def cached_tokens(stage: Stage, image_id: str) -> list[WindowTokens] | None:
+        path = stage.dir / "tokens" / f"{image_id}.pt"
+        if not path.is_file():
+            return None
+        return [WindowTokens.from_state(s) for s in torch.load(path, weights_only=True)]
+
+    # ----- stage 2 ---------------------------------------------------------------------------------------------
+    def pseudo_labels(self, round_: int) -> Stage:
+        """P_round: instances (S -> A4 at round 0, network predictions later), prompts, scores, threshold."""
+        accumulate = round_ > 0 and bool(self.method.accumulate_confident)
+        if round_ == 0:
+            upstream = self.propagate()
+            inputs = [upstream]
+        else:
+            upstream = self.predict_train(round_)
+            inputs = [upstream] + ([self.pseudo_labels(round_ - 1)] if accumulate else [])
+        config = {"instances": as_container(self.method.instances), "prompter": as_container(self.method.prompter),
+                  "scoring": as_container(self.method.scoring), "accumulate": accumulate,
+                  "stain": self.method.ucis.stain}
+        stage = self.stage("pseudo", round_, config, inputs, cacheable=round_ == 0)
+        if stage.completed():
+            return stage
+        stage.begin()
+        record = {}
+        with profiled(record, self.profile_memory):
+            scores = self.score_instances(stage, upstream, round_)
+            thetas = thresholds_for(scores, self.method.scoring)
+            summary = self.paint_labels(stage, scores, thetas, accumulate)
+        stage.finish({**summary, "profile": per_image(record, len(self.ids))})
+        return stage
+
+    def score_instances(self, stage: Stage, upstream: Stage, round_: int) -> dict[str, dict[int, float]]:
+        """Pass (a): per image, instance map, prompted masks and scores (files reused when already written)."""
+        prompter, scores = None, {}
+        for image_id in self.progress(f"prompts and scores (round {round_})"):
+            score_path = stage.dir / "scores" / f"{image_id}.json"
+            if score_path.is_file():
+                scores[image_id] = {int(k): float(v) for k, v in read_json(score_path)["scores"].items()}
+                continue
+            image = self.image(image_id)
+            if round_ == 0:
+                mask = read_label(upstream.dir / "masks" / f"{image_id}.png") > 0
+                instances = binary_to_instances(mask, self.method.instances)
+            else:
+                instances = read_label(upstream.dir / f"{image_id}.png")
+            prompter = prompter or build_prompt_source(self.method.prompter, self.method.ucis.stain)
+            prompts = score_image_prompts(prompter, image, instances)
+            scores[image_id] = instance_scores(instances, prompts)
+            write_label(stage.dir / "instances" / f"{image_id}.png", instances)
+            save_prompts(stage.dir / "prompts" / f"{image_id}.npz", prompts)
+            write_json(score_path, {"scores": {str(k): v for k, v in scores[image_id].items()}})
+        return scores
+
+    def paint_labels(self, stage: Stage, scores: dict, thetas: dict, accumulate: bool) -> dict:
+        """Pass (b): P per image from the threshold of its scope; with accumulation, merged with P_{t-1}."""
+        previous = self._stages.get(f"pseudo_{stage.round - 1}")
+        per_image_summary = {}
+        for image_id in self.progress(f"pseudo labels (round {stage.round})"):
+            instances = read_label(stage.dir / "instances" / f"{image_id}.png")
+            prompts = load_prompts(stage.dir / "prompts" / f"{image_id}.npz")
+            label = paint_pseudo_label(instances.shape, instances, prompts, scores[image_id], thetas[image_id],
+                                       paint=self.method.scoring.paint)
+            if accumulate:
+                label = accumulate_confident(read_label(previous.dir / "labels" / f"{image_id}.png"), label)
+            write_label(stage.dir / "labels" / f"{image_id}.png", label)
+            accepted = int(sum(s > thetas[image_id] for s in scores[image_id].values()))
+            per_image_summary[image_id] = {"instances": len(scores[image_id]), "accepted": accepted,
+                                           "theta": thetas[image_id] if math.isfinite(thetas[image_id]) else None}
+        total = sum(v["instances"] for v in per_image_summary.values())
+        accepted = sum(v["accepted"] for v in per_image_summary.values())
+        return {"images": per_image_summary, "instances": total, "accepted": accepted,
+                "accepted_fraction": accepted / total if total else 0.0}
+
+    # ----- stage 3 ---------------------------------------------------------------------------------------------
+    def train_round(self, round_: int) -> Stage:
+        """A fresh network (or the previous round's EMA weights with warm_start) trained on P_{round-1}."""
+        targets = self.pseudo_labels(round_ - 1)
+        warm = bool(self.method.get("warm_start", False)) and round_ > 1
+        inputs = [targets] + ([self.train_round(round_ - 1)] if warm else [])
+        config = {"model": as_container(self.cfg.model), "train": as_container(self.method.train),
+                  "module": as_container(self.method.module), "precision": str(self.cfg.trainer.precision),
+                  "warm_start": warm}
+        stage = self.stage("train", round_, config, inputs)
+        if stage.completed():
+            return stage
+        stage.begin()
+        last = stage.dir / "checkpoints" / "last.ckpt"
+        resume = str(last) if last.is_file() else None
+        datamodule = self.build_datamodule()
+        datamodule.use_target_files({i: targets.dir / "labels" / f"{i}.png" for i in self.ids})
+        module = self.build_module()
+        if warm and resume is None:
+            module.load_state_dict(load_checkpoint_state(self._stages[f"train_{round_ - 1}"]))
+        datamodule.configure_targets(module.train_target, module.ignore_index)
+        steps = max_steps_for(self.method.train, len(self.ids))
+        trainer = self.build_trainer(stage.dir, steps)
+        pl.seed_everything(int(self.method.train.seed), workers=True)
+        record = {}
+        with profiled(record):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        if not last.is_file():
+            trainer.save_checkpoint(last)
+        losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        stage.finish({"checkpoint": str(last), "max_steps": steps, "global_step": int(trainer.global_step),
+                      "losses": losses, "profile": record})
+        return stage
+
+    def build_module(self):
+        net = hydra.utils.instantiate(self.cfg.model)
+        return hydra.utils.instantiate(self.method.module, net=net)
+
+    def build_trainer(self, root: Path, max_steps: int) -> pl.Trainer:
+        train = self.method.train
+        callbacks = [EmaWeights(float(train.ema_decay), bool(train.get("ema_warmup", False)))]
+        loggers = []
+        for node in (self.cfg.get("logger") or {}).values():
+            if node and "_target_" in node:
+                loggers.append(hydra.utils.instantiate(node, **({"save_dir": str(root)} if "save_dir" in node else {})))
+        for name, node in (self.cfg.get("callbacks") or {}).items():
+            if not node or "_target_" not in node or name == "ema":
+                continue
+            if name == "model_checkpoint":
+                callbacks.append(hydra.utils.instantiate(node, dirpath=str(root / "checkpoints"), monitor=None))
+            elif name != "lr_monitor" or loggers:
+                callbacks.append(hydra.utils.instantiate(node))
+        return hydra.utils.instantiate(self.cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                       max_steps=max_steps, max_epochs=None, default_root_dir=str(root),
+                                       limit_val_batches=0, num_sanity_val_steps=0)
+
+    # ----- predictions of the round's network ------------------------------------------------------------------
+    def predict_train(self, round_: int) -> Stage:
+        trained = self.train_round(round_)
+        config = {"infer": as_container(self.method.infer), "instances": as_container(self.method.instances)}
+        stage = self.stage("predict", round_, config, [trained])
+        if stage.completed():
+            return stage
+        stage.begin()
+        record = {}
+        with profiled(record):
+            self.predict_split(trained, "train", stage.dir)
+        stage.finish({"profile": per_image(record, len(self.ids))})
+        return stage
+
+    def predict_split(self, trained: Stage, role: str, folder: Path) -> None:
+        """A7 + A4 instance maps of a split's images (labels never read) with the EMA checkpoint."""
+        from cellseg.inference.prediction_writer import InstanceMapWriter
+
+        trainer = self.inference_trainer(folder)
+        trainer.callbacks.append(InstanceMapWriter(folder))
+        loader = self.datamodule.predict_dataloader_for(role, with_labels=False)
+        trainer.predict(self.build_module(), dataloaders=loader, ckpt_path=trained.summary["checkpoint"],
+                        return_predictions=False)
+
+    def inference_trainer(self, root: Path) -> pl.Trainer:
+        return hydra.utils.instantiate(self.cfg.trainer, callbacks=[], logger=False, enable_checkpointing=False,
+                                       default_root_dir=str(root), max_steps=-1)
+
+    def evaluate(self, round_: int) -> dict:
+        """Test-split predictions and metrics of round `round_` (predict_and_evaluate, as the other methods)."""
+        from cellseg.tasks.train import predict_and_evaluate
+
+        trained = self.train_round(round_)
+        test_ids = self.datamodule.ids("test")
+        config = {"infer": as_container(self.method.infer), "instances": as_container(self.method.instances),
+                  "test": {"root": str(self.datamodule.layout("test").dir), "ids": test_ids}}
+        stage = self.stage("evaluate", round_, config, [trained])
+        if stage.completed():
+            return stage.summary["metrics"]
+        stage.begin()
+        eval_cfg = copy.deepcopy(self.cfg)
+        with open_dict(eval_cfg):
+            eval_cfg.paths.output_dir = str(stage.dir)
+        record = {}
+        with profiled(record):
+            metrics = predict_and_evaluate(eval_cfg, self.inference_trainer(stage.dir), self.build_module(),
+                                           self.datamodule, trained.summary["checkpoint"])
+        stage.finish({"metrics": metrics, "profile": per_image(record, len(test_ids))})
+        return metrics
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def score_image_prompts(prompter, image: np.ndarray, instances: np.ndarray):
+    """The prompter's masks of one image (a module-level hook, so tests can count or interrupt calls)."""
+    return prompter(image, instances)
+
+
+def load_prototype(stage_dir: Path) -> np.ndarray:
+    return PrototypeAccumulator.from_state_dict(read_json(Path(stage_dir) / "prototype.json")).mean
+
+
+def load_checkpoint_state(stage: Stage) -> dict:
+    """state_dict (EMA weights) of a train stage's checkpoint."""
+    return torch.load(stage.summary["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+
+
+def per_image(record: dict, n_images: int) -> dict:
+    return {**record, "n_images": n_images, "wall_s_per_image": record["wall_s"] / max(n_images, 1)}
+
+
+def propagation_model(cfg: DictConfig, propagate_dir: str | Path):
+    """(feature source, mu_fg) of a finished propagation stage, to propagate other images (diagnostics)."""
+    source = build_feature_source(cfg.method.features, cfg.method.ucis.stain)
+    stats = read_json(Path(propagate_dir) / "stats.json")
+    if source.needs_stats:
+        if stats is None:
+            raise FileNotFoundError(f"{propagate_dir}/stats.json not found: the propagation stage did not finish")
+        source.load_state_dict(stats)
+    return source, load_prototype(Path(propagate_dir))
+
+
+def propagate_image(cfg: DictConfig, source, mu_fg: np.ndarray, image: np.ndarray, ucis: np.ndarray) -> np.ndarray:
+    """S of one image with a trained propagation model (the per-image bg prototype comes from its own U)."""
+    features = source.image_features(image)
+    return propagate_mask(image, image_heatmaps(features, ucis, mu_fg), ucis, cfg.method.refine)

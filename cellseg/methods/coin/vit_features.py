@@ -1,0 +1,174 @@
+"""COIN stage 1a with a ViT (coin.md A2, (c) `features: vit`): window token grids, block-wise dense features.
+
+Per image and zoom z, square windows of side w = floor(min(H, W) / z) (stride floor(2w/3), last window flush
+with the border) are upsampled x z (bicubic), ImageNet-normalised, resized (bicubic) up to the next multiple of
+the patch size and encoded; the token grid of block `layer` (after the final norm) is kept per window in fp16
+(hflip and extra scales averaged in). Dense per-pixel features are never materialised for the whole image:
+`blocks` rebuilds them block by block, upsampling (bilinear, align_corners=False, exactly as
+`F.interpolate`) only the part of each overlapping window that falls in the block, averaging overlaps and
+L2-normalising each pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cellseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cellseg.models.vit import vit_token_grid
+
+NORM_EPS = 1e-12  # torch.nn.functional.normalize default
+
+
+def window_starts(length: int, side: int) -> list[int]:
+    """0, s, 2s, ... while start + side < length, then one window flush with the end (s = floor(2 side / 3))."""
+    if side < 1 or side > length:
+        raise ValueError(f"window side {side} does not fit an axis of length {length}")
+    stride = max(1, (2 * side) // 3)
+    starts = list(range(0, length, stride))
+    starts = [s for s in starts if s + side < length]
+    if not starts or starts[-1] != length - side:
+        starts.append(length - side)
+    return starts
+
+
+def window_origins(height: int, width: int, zoom: int) -> tuple[int, list[tuple[int, int]]]:
+    """(side, [(row, col) of each window]) for an image and a zoom (81 windows at zoom 6 on square images)."""
+    side = min(height, width) // int(zoom)
+    if side < 1:
+        raise ValueError(f"features.zooms: zoom {zoom} leaves no window on a {height} x {width} image")
+    return side, [(r, c) for r in window_starts(height, side) for c in window_starts(width, side)]
+
+
+def bilinear_weights(in_size: int, out_size: int, start: int, stop: int) -> torch.Tensor:
+    """(stop - start, in_size) matrix of `F.interpolate(bilinear, align_corners=False)` output rows start..stop."""
+    scale = in_size / out_size
+    src = np.maximum((np.arange(start, stop) + 0.5) * scale - 0.5, 0.0)
+    low = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    frac = src - low
+    weights = np.zeros((stop - start, in_size), dtype=np.float64)
+    rows = np.arange(stop - start)
+    np.add.at(weights, (rows, low), 1.0 - frac)
+    np.add.at(weights, (rows, high), frac)
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+@dataclass
+class WindowTokens:
+    """Token grids (n_windows, D, gh, gw) fp16 of one image at one zoom, with the windows they came from."""
+
+    shape: tuple[int, int]
+    side: int
+    origins: list[tuple[int, int]]
+    grids: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return int(self.grids.shape[1])
+
+    def state(self) -> dict:
+        return {"shape": list(self.shape), "side": self.side, "origins": self.origins, "grids": self.grids}
+
+    @classmethod
+    def from_state(cls, state: dict) -> WindowTokens:
+        return cls(tuple(state["shape"]), int(state["side"]), [tuple(o) for o in state["origins"]], state["grids"])
+
+
+class VitFeatureExtractor:
+    """Window token grids of a timm ViT and the block-wise dense features built from them."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        zooms: tuple[int, ...] = (6,),
+        hflip: bool = True,
+        scales: tuple[float, ...] = (1.0,),
+        layer: int = 11,
+        block: int = 256,
+        device: str | torch.device = "cpu",
+        window_batch: int = 8,
+    ) -> None:
+        if block < 1:
+            raise ValueError(f"features.block must be >= 1, got {block}")
+        self.model = model.to(device).eval()
+        self.zooms, self.hflip, self.scales = [int(z) for z in zooms], bool(hflip), [float(s) for s in scales]
+        self.layer, self.block, self.device, self.window_batch = int(layer), int(block), device, int(window_batch)
+        self.patch = int(model.patch_embed.patch_size[0])
+        self.dim = int(model.embed_dim)
+
+    # ----- tokens ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def window_tokens(self, image_rgb: np.ndarray, zoom: int) -> WindowTokens:
+        height, width = image_rgb.shape[:2]
+        side, origins = window_origins(height, width, zoom)
+        image = torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1).float().div(255.0)
+        grids = []
+        for start in range(0, len(origins), self.window_batch):
+            crops = torch.stack([image[:, r:r + side, c:c + side] for r, c in origins[start:start + self.window_batch]])
+            grids.append(self._encode(crops.to(self.device), zoom).half().cpu())
+        return WindowTokens((height, width), side, origins, torch.cat(grids))
+
+    def _encode(self, crops: torch.Tensor, zoom: int) -> torch.Tensor:
+        """(n, 3, w, w) in [0, 1] -> (n, D, gh, gw): x zoom bicubic, normalise, bicubic to a patch multiple."""
+        side = crops.shape[-1]
+        x = F.interpolate(crops, size=(side * zoom, side * zoom), mode="bicubic", align_corners=False)
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        base = self._patch_multiple(side * zoom)
+        x = F.interpolate(x, size=(base, base), mode="bicubic", align_corners=False)
+        grid = self._tokens_with_flip(x)
+        for scale in self.scales:
+            if scale == 1.0:
+                continue
+            size = self._patch_multiple(base * scale)
+            scaled = self._tokens_with_flip(F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False))
+            grid = grid + F.interpolate(scaled, size=grid.shape[-2:], mode="bilinear", align_corners=False)
+        n_terms = 1 + sum(1 for s in self.scales if s != 1.0)
+        return grid / n_terms
+
+    def _tokens_with_flip(self, x: torch.Tensor) -> torch.Tensor:
+        grid = vit_token_grid(self.model, x, layer=self.layer).float()
+        if self.hflip:
+            flipped = vit_token_grid(self.model, torch.flip(x, dims=[-1]), layer=self.layer).float()
+            grid = 0.5 * (grid + torch.flip(flipped, dims=[-1]))
+        return grid
+
+    def _patch_multiple(self, size: float) -> int:
+        return max(self.patch, int(math.ceil(size / self.patch)) * self.patch)
+
+    # ----- dense features, block by block ----------------------------------------------------------------------
+    def blocks(self, tokens: WindowTokens) -> Iterator[tuple[slice, slice, np.ndarray]]:
+        """(rows, cols, float32 (D, h, w) L2-normalised features) for every `block` x `block` tile of the image."""
+        height, width = tokens.shape
+        for r0 in range(0, height, self.block):
+            for c0 in range(0, width, self.block):
+                rows, cols = slice(r0, min(r0 + self.block, height)), slice(c0, min(c0 + self.block, width))
+                yield rows, cols, assemble_block(tokens, rows, cols).numpy()
+
+
+def assemble_block(tokens: WindowTokens, rows: slice, cols: slice) -> torch.Tensor:
+    """Mean over the windows covering each pixel of their bilinearly upsampled token grids, L2-normalised."""
+    n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
+    total = torch.zeros(tokens.dim, n_rows, n_cols)
+    count = torch.zeros(n_rows, n_cols)
+    side = tokens.side
+    grid_h, grid_w = tokens.grids.shape[-2:]
+    for (r0, c0), grid in zip(tokens.origins, tokens.grids, strict=True):
+        top, bottom = max(rows.start, r0), min(rows.stop, r0 + side)
+        left, right = max(cols.start, c0), min(cols.stop, c0 + side)
+        if top >= bottom or left >= right:
+            continue
+        weights_r = bilinear_weights(grid_h, side, top - r0, bottom - r0)
+        weights_c = bilinear_weights(grid_w, side, left - c0, right - c0)
+        part = torch.einsum("rh,dhw,cw->drc", weights_r, grid.float(), weights_c)
+        total[:, top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] += part
+        count[top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] += 1
+    mean = total / count.clamp_min(1)
+    return F.normalize(mean, dim=0, eps=NORM_EPS)
