@@ -59,7 +59,7 @@ class EmaWeights(pl.Callback):
         if self.ema is None:
             self.update(pl_module)
         else:  # resumed: keep the restored average, on the module's device
-            self.ema = {k: v.to(pl_module.device) for k, v in self.ema.items()}
+            self.ema = {k: v.to(_device_of(pl_module)) for k, v in self.ema.items()}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.update(pl_module)
@@ -80,7 +80,8 @@ class EmaWeights(pl.Callback):
         if raw is None:
             log.warning("checkpoint has no %s: the EMA restarts from its weights", RAW_STATE_KEY)
             return
-        self.ema = {k: v.detach().clone().to(pl_module.device) for k, v in checkpoint["state_dict"].items()}
+        device = _device_of(pl_module)
+        self.ema = {k: v.detach().clone().to(device) for k, v in checkpoint["state_dict"].items()}
         pl_module.load_state_dict(raw)
 
     def state_dict(self) -> dict:
@@ -88,3 +89,8 @@ class EmaWeights(pl.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.updates = int(state_dict.get("updates", 0))
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    tensor = next(iter(module.state_dict().values()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")

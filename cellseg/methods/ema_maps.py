@@ -175,6 +175,14 @@ def all_gather_updates(updates: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return merged
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers: DDP without SyncBatchNorm leaves each rank its own BatchNorm running
+    statistics, and every shard must be predicted by the same model (the one rank 0 checkpoints)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def update_ema_maps(
     maps: EmaMaps,
     dataset: Sequence[dict],
@@ -187,4 +195,5 @@ def update_ema_maps(
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     updates = compute_shard_updates(maps, dataset, predict_foreground, alpha, rank, world_size, progress)
     maps.apply(all_gather_updates(updates), epoch)
-    log.info("S2L EMA maps updated after epoch %d (%d images, update %d)", epoch, len(maps.maps), maps.n_updates)
+    if rank == 0:
+        log.info("S2L EMA maps updated after epoch %d (%d images, update %d)", epoch, len(maps.maps), maps.n_updates)

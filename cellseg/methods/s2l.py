@@ -17,7 +17,14 @@ from PIL import Image
 
 from cellseg.data.transforms import CropGeometry
 from cellseg.methods.dense import DenseSegmentationModule
-from cellseg.methods.ema_maps import EmaMaps, dtype_of, is_update_epoch, pseudo_labels, update_ema_maps
+from cellseg.methods.ema_maps import (
+    EmaMaps,
+    broadcast_buffers,
+    dtype_of,
+    is_update_epoch,
+    pseudo_labels,
+    update_ema_maps,
+)
 from cellseg.methods.losses import cross_entropy_or_zero
 from cellseg.postproc.instances import INSTANCE_METHODS, semantic_to_instance
 
@@ -154,6 +161,7 @@ class Scribble2Label(DenseSegmentationModule):
         """p_fg of every training image (whole image, eval mode), blended into Ȳ; sharded over DDP ranks."""
         was_training = self.training
         self.eval()
+        broadcast_buffers(self.net)
         try:
             progress = self._trainer is not None and self.trainer.is_global_zero and self.trainer.progress_bar_callback is not None
             update_ema_maps(self.ema, self._ema_source, lambda image: self.predict_probabilities(image)[1],

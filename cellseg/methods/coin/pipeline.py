@@ -34,6 +34,9 @@ from cellseg.methods.coin.prototypes import PrototypeAccumulator
 from cellseg.methods.coin.refine import CRF_MISSING
 from cellseg.methods.coin.scoring import instance_scores, paint_pseudo_label
 from cellseg.methods.coin.stages import (
+    FEATURE_KINDS,
+    PROMPTER_KINDS,
+    UCIS_KINDS,
     accumulate_confident,
     add_foreground,
     build_feature_source,
@@ -67,11 +70,20 @@ def check_coin_config(cfg: DictConfig) -> None:
     method = cfg.method
     if int(method.rounds) < 0:
         raise ValueError(f"method.rounds={method.rounds}; expected >= 0")
+    for key, kinds in (("ucis", UCIS_KINDS), ("features", FEATURE_KINDS), ("prompter", PROMPTER_KINDS)):
+        if method[key].kind not in kinds:
+            raise ValueError(f"method.{key}.kind={method[key].kind}; expected one of {kinds}")
+    if method.train.ckpt != "last":
+        raise ValueError(f"method.train.ckpt={method.train.ckpt}: only `last` (EMA) is supported; "
+                         "selecting a checkpoint would need ground truth")
+    missing = []  # every missing path in one error (experiment=coin_paper_monuseg leaves them all null)
     if method.prompter.kind == "sam" and not method.prompter.sam.get("weights"):
-        raise ValueError(MISSING_WEIGHTS)
+        missing.append(MISSING_WEIGHTS)
     if method.ucis.kind == "folder" and not method.ucis.get("dir"):
-        raise ValueError("method.ucis.kind=folder needs method.ucis.dir=/path/to/<image id>.png predictions "
-                         "(SSA/PSM outputs); use method/ucis=classical offline")
+        missing.append("method.ucis.kind=folder needs method.ucis.dir=/path/to/<image id>.png predictions "
+                       "(SSA/PSM outputs); use method/ucis=classical offline")
+    if missing:
+        raise ValueError("\n".join(missing))
     if method.refine.crf.enabled or method.infer.crf:
         try:
             import pydensecrf.densecrf  # noqa: F401
@@ -181,7 +193,7 @@ class CoinPipeline:
         record = {}
         with profiled(record, self.profile_memory):
             source = self.feature_source(stage, upstream)
-            mu_fg = load_prototype(stage.dir)
+            mu_fg = load_prototype(stage.dir) if self.method.refine.accumulate_centroids else None
             for image_id in self.progress("propagation (pass 2)"):
                 path = stage.dir / "masks" / f"{image_id}.png"
                 if path.is_file():
@@ -204,7 +216,7 @@ class CoinPipeline:
                 for image_id in self.progress("feature statistics (pass 0)"):
                     source.update_stats(self.image(image_id))
                 write_json(stats_path, source.state_dict())
-        if not (stage.dir / "prototype.json").is_file():
+        if self.method.refine.accumulate_centroids and not (stage.dir / "prototype.json").is_file():
             accumulator = PrototypeAccumulator(source.dim)
             for image_id in self.progress("foreground prototype (pass 1)"):
                 features = source.image_features(self.image(image_id))
@@ -279,7 +291,7 @@ class CoinPipeline:
             label = paint_pseudo_label(instances.shape, instances, prompts, scores[image_id], thetas[image_id],
                                        paint=self.method.scoring.paint)
             if accumulate:
-                label = accumulate_confident(read_label(previous.dir / "labels" / f"{image_id}.png"), label)
+                label = merge_round_labels(read_label(previous.dir / "labels" / f"{image_id}.png"), label, True)
             write_label(stage.dir / "labels" / f"{image_id}.png", label)
             accepted = int(sum(s > thetas[image_id] for s in scores[image_id].values()))
             per_image_summary[image_id] = {"instances": len(scores[image_id]), "accepted": accepted,
@@ -327,6 +339,12 @@ class CoinPipeline:
         net = hydra.utils.instantiate(self.cfg.model)
         return hydra.utils.instantiate(self.method.module, net=net)
 
+    def trained_module(self, trained: Stage):
+        """A round's module with the EMA weights of its last checkpoint."""
+        module = self.build_module()
+        module.load_state_dict(load_checkpoint_state(trained))
+        return module
+
     def build_trainer(self, root: Path, max_steps: int) -> pl.Trainer:
         train = self.method.train
         callbacks = [EmaWeights(float(train.ema_decay), bool(train.get("ema_warmup", False)))]
@@ -360,14 +378,13 @@ class CoinPipeline:
         return stage
 
     def predict_split(self, trained: Stage, role: str, folder: Path) -> None:
-        """A7 + A4 instance maps of a split's images (labels never read) with the EMA checkpoint."""
+        """A7 + A4 instance maps of a split's images (labels never read) with the EMA weights."""
         from cellseg.inference.prediction_writer import InstanceMapWriter
 
         trainer = self.inference_trainer(folder)
         trainer.callbacks.append(InstanceMapWriter(folder))
         loader = self.datamodule.predict_dataloader_for(role, with_labels=False)
-        trainer.predict(self.build_module(), dataloaders=loader, ckpt_path=trained.summary["checkpoint"],
-                        return_predictions=False)
+        trainer.predict(self.trained_module(trained), dataloaders=loader, return_predictions=False)
 
     def inference_trainer(self, root: Path) -> pl.Trainer:
         return hydra.utils.instantiate(self.cfg.trainer, callbacks=[], logger=False, enable_checkpointing=False,
@@ -390,8 +407,8 @@ class CoinPipeline:
             eval_cfg.paths.output_dir = str(stage.dir)
         record = {}
         with profiled(record):
-            metrics = predict_and_evaluate(eval_cfg, self.inference_trainer(stage.dir), self.build_module(),
-                                           self.datamodule, trained.summary["checkpoint"])
+            metrics = predict_and_evaluate(eval_cfg, self.inference_trainer(stage.dir), self.trained_module(trained),
+                                           self.datamodule, ckpt_path=None)
         stage.finish({"metrics": metrics, "profile": per_image(record, len(test_ids))})
         return metrics
 
@@ -400,6 +417,11 @@ class CoinPipeline:
 def score_image_prompts(prompter, image: np.ndarray, instances: np.ndarray):
     """The prompter's masks of one image (a module-level hook, so tests can count or interrupt calls)."""
     return prompter(image, instances)
+
+
+def merge_round_labels(previous: np.ndarray, new: np.ndarray, accumulate: bool) -> np.ndarray:
+    """P_t: this round's labels alone (the scripts' replacement) or accumulated with P_{t-1}."""
+    return accumulate_confident(previous, new) if accumulate else new
 
 
 def load_prototype(stage_dir: Path) -> np.ndarray:
@@ -416,17 +438,20 @@ def per_image(record: dict, n_images: int) -> dict:
 
 
 def propagation_model(cfg: DictConfig, propagate_dir: str | Path):
-    """(feature source, mu_fg) of a finished propagation stage, to propagate other images (diagnostics)."""
+    """(feature source, mu_fg) of a finished propagation stage, to propagate other images (diagnostics);
+    mu_fg is None with refine.accumulate_centroids=false (per-image foreground prototypes)."""
     source = build_feature_source(cfg.method.features, cfg.method.ucis.stain)
     stats = read_json(Path(propagate_dir) / "stats.json")
     if source.needs_stats:
         if stats is None:
             raise FileNotFoundError(f"{propagate_dir}/stats.json not found: the propagation stage did not finish")
         source.load_state_dict(stats)
+    if not cfg.method.refine.accumulate_centroids:
+        return source, None
     return source, load_prototype(Path(propagate_dir))
 
 
-def propagate_image(cfg: DictConfig, source, mu_fg: np.ndarray, image: np.ndarray, ucis: np.ndarray) -> np.ndarray:
+def propagate_image(cfg: DictConfig, source, mu_fg: np.ndarray | None, image: np.ndarray, ucis: np.ndarray) -> np.ndarray:
     """S of one image with a trained propagation model (the per-image bg prototype comes from its own U)."""
     features = source.image_features(image)
     return propagate_mask(image, image_heatmaps(features, ucis, mu_fg), ucis, cfg.method.refine)

@@ -19,7 +19,13 @@ import torch
 from scipy import ndimage as ndi
 
 from cellseg.methods.coin.features import RunningChannelStats, handcrafted_features, normalise_features
-from cellseg.methods.coin.prompter import ClassicalPrompter, PromptedMask, centroid_point, interior_point, prompt_masks
+from cellseg.methods.coin.prompter import (
+    ClassicalPrompter,
+    PromptedMask,
+    centroid_point,
+    interior_point,
+    prompt_masks,
+)
 from cellseg.methods.coin.prototypes import PrototypeAccumulator, cosine_heatmaps
 from cellseg.methods.coin.refine import refine_with_ot
 from cellseg.methods.coin.scoring import IGNORE, threshold
@@ -157,19 +163,25 @@ def add_foreground(features: ImageFeatures, ucis: np.ndarray, accumulator: Proto
             accumulator.add(feats, ucis[rows, cols] > 0)
 
 
-def image_heatmaps(features: ImageFeatures, ucis: np.ndarray, mu_fg: np.ndarray) -> np.ndarray | None:
+def image_heatmaps(features: ImageFeatures, ucis: np.ndarray, mu_fg: np.ndarray | None) -> np.ndarray | None:
     """Pass 2: raw cosine heatmaps (2, H, W) to mu_bg(I) (U == 0 pixels) and mu_fg, averaged over zooms.
 
-    None when the image has no background pixel (no mu_bg)."""
+    `mu_fg=None` (refine.accumulate_centroids=false) uses this image's own U > 0 mean per zoom. None when the
+    image has no background pixel (or, per image, no foreground pixel)."""
     heat = np.zeros((2, *ucis.shape), dtype=np.float32)
     for zoom in range(features.n_zooms):
-        background = PrototypeAccumulator(len(mu_fg))
+        background = foreground = None
         for rows, cols, feats in features.blocks(zoom):
+            background = background or PrototypeAccumulator(feats.shape[0])
             background.add(feats, ucis[rows, cols] == 0)
-        if background.count == 0:
+            if mu_fg is None:
+                foreground = foreground or PrototypeAccumulator(feats.shape[0])
+                foreground.add(feats, ucis[rows, cols] > 0)
+        if background.count == 0 or (foreground is not None and foreground.count == 0):
             return None
+        centre = mu_fg if mu_fg is not None else foreground.mean
         for rows, cols, feats in features.blocks(zoom):
-            heat[:, rows, cols] += cosine_heatmaps(feats, background.mean, mu_fg)
+            heat[:, rows, cols] += cosine_heatmaps(feats, background.mean, centre)
     return heat / features.n_zooms
 
 
@@ -185,9 +197,9 @@ def refine_kwargs(refine: Mapping) -> dict:
 
 
 def propagate_mask(image_rgb: np.ndarray, heatmaps: np.ndarray | None, ucis: np.ndarray, refine: Mapping) -> np.ndarray:
-    """S (bool H x W) from the heatmaps (A3.3-A3.8); an image without background keeps S = U > 0."""
+    """S (bool H x W) from the heatmaps (A3.3-A3.8); without a prototype for the image S = U > 0."""
     if heatmaps is None:
-        log.warning("an image's UCIS map has no background pixel: S = U > 0 for it")
+        log.warning("an image's UCIS map has no background (or foreground) pixel: S = U > 0 for it")
         return ucis > 0
     return refine_with_ot(heatmaps, image_rgb=image_rgb, **refine_kwargs(refine))
 

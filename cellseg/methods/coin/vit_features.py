@@ -150,14 +150,15 @@ class VitFeatureExtractor:
         for r0 in range(0, height, self.block):
             for c0 in range(0, width, self.block):
                 rows, cols = slice(r0, min(r0 + self.block, height)), slice(c0, min(c0 + self.block, width))
-                yield rows, cols, assemble_block(tokens, rows, cols).numpy()
+                yield rows, cols, assemble_block(tokens, rows, cols, self.device).cpu().numpy()
 
 
-def assemble_block(tokens: WindowTokens, rows: slice, cols: slice) -> torch.Tensor:
-    """Mean over the windows covering each pixel of their bilinearly upsampled token grids, L2-normalised."""
+def assemble_block(tokens: WindowTokens, rows: slice, cols: slice, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Mean over the windows covering each pixel of their bilinearly upsampled token grids, L2-normalised
+    (computed on `device`; the fp16 grids stay where they are and only the overlapping ones are moved)."""
     n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
-    total = torch.zeros(tokens.dim, n_rows, n_cols)
-    count = torch.zeros(n_rows, n_cols)
+    total = torch.zeros(tokens.dim, n_rows, n_cols, device=device)
+    count = torch.zeros(n_rows, n_cols, device=device)
     side = tokens.side
     grid_h, grid_w = tokens.grids.shape[-2:]
     for (r0, c0), grid in zip(tokens.origins, tokens.grids, strict=True):
@@ -165,9 +166,10 @@ def assemble_block(tokens: WindowTokens, rows: slice, cols: slice) -> torch.Tens
         left, right = max(cols.start, c0), min(cols.stop, c0 + side)
         if top >= bottom or left >= right:
             continue
-        weights_r = bilinear_weights(grid_h, side, top - r0, bottom - r0)
-        weights_c = bilinear_weights(grid_w, side, left - c0, right - c0)
-        part = torch.einsum("rh,dhw,cw->drc", weights_r, grid.float(), weights_c)
+        weights_r = bilinear_weights(grid_h, side, top - r0, bottom - r0).to(device)
+        weights_c = bilinear_weights(grid_w, side, left - c0, right - c0).to(device)
+        rows_done = torch.einsum("rh,dhw->drw", weights_r, grid.to(device).float())
+        part = torch.einsum("drw,cw->drc", rows_done, weights_c)
         total[:, top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] += part
         count[top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] += 1
     mean = total / count.clamp_min(1)

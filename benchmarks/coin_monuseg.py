@@ -1,0 +1,162 @@
+"""COIN on MoNuSeg, CPU-sized (`experiment=coin_cpu_monuseg`): one table, one row per stage.
+
+    python benchmarks/coin_monuseg.py [--data-root ../shared/data] [--out logs/bench_coin] [--quick] [overrides]
+
+The pipeline runs through `train.py` on the 30 training images WITHOUT their labels and is evaluated on the 14
+test images. Rows:
+- initial instances: the UCIS of the run's configuration applied to the test images;
+- after propagation: S of the test images (train statistics and global foreground prototype, per-image
+  background from their own UCIS map) -> the shared A4 watershed;
+- confident pseudo-labels (round t): ORACLE diagnostic only, after the run: precision (accepted instances
+  matching a GT nucleus at IoU > 0.5) and coverage (GT nuclei matched) against the training labels;
+- self-distillation round r: test metrics of the round's EMA network (evaluate_<r>/metrics.json).
+Test columns are per-image means (AJI, PQ, Dice, binary mIoU). s/img and peak memory of the pseudo-labelling
+stages are those of the training run (done.json profiles; tracemalloc peak, numpy included); the training
+rows give the stage's wall minutes. `--quick`: 2 cropped train and test images, a few steps, to check it works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from _run import DEFAULT_DATA_ROOT, REPO_ROOT, find_run_dir, run_train
+from omegaconf import OmegaConf
+
+from cellseg.evaluation import evaluate_arrays
+from cellseg.methods.coin.module import binary_to_instances
+from cellseg.methods.coin.oracle import pseudo_label_quality, summarise_quality
+from cellseg.methods.coin.pipeline import propagate_image, propagation_model
+from cellseg.methods.coin.stages import ucis_instances
+from cellseg.utils.io import read_image, read_label, write_image, write_json, write_label
+
+EXPERIMENT = "coin_cpu_monuseg"
+METRICS = ("aji", "pq", "dice", "miou_bin")
+QUICK = ["method.rounds=2", "method.train.max_steps=3", "method.train.crop=128", "method.train.batch_size=2",
+         "method.train.repeat=2", "method.infer.hflip=false", "method.cache=false"]
+QUICK_CROP = (300, 300, 256)  # top, left, size of the quick crops
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "logs" / "bench_coin")
+    parser.add_argument("--quick", action="store_true", help="2 cropped images, tiny budget (a plumbing check)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
+    return parser.parse_args()
+
+
+def make_quick_data(data_root: Path, out: Path) -> tuple[Path, Path]:
+    """Crops of 2 train and 2 test images; the train label crops go to a separate oracle folder."""
+    root, oracle = out / "quick_data", out / "quick_oracle_train_labels"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(oracle, ignore_errors=True)
+    top, left, size = QUICK_CROP
+    for split in ("train", "test"):
+        source = data_root / "MoNuSeg" / split
+        for path in sorted((source / "images").glob("*.png"))[:2]:
+            crop = (slice(top, top + size), slice(left, left + size))
+            write_image(root / "MoNuSeg" / split / "images" / path.name, read_image(path)[crop])
+            label_dir = root / "MoNuSeg" / split / "labels" if split == "test" else oracle
+            write_label(label_dir / path.name, read_label(source / "labels" / path.name)[crop])
+    return root, oracle
+
+
+def test_metrics(pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> dict:
+    result = evaluate_arrays(pairs, progress=False)
+    return {name: result.per_image_mean[name] for name in METRICS}
+
+
+def diagnostic_rows(cfg, run_dir: Path, data_root: Path) -> list[dict]:
+    """UCIS and propagation applied to the test images with the run's settings and propagation model."""
+    test = data_root / "MoNuSeg" / "test"
+    source, mu_fg = propagation_model(cfg, run_dir / "propagate_0")
+    ucis_pairs, propagated_pairs, seconds = [], [], []
+    for path in sorted((test / "images").glob("*.png")):
+        image, gt = read_image(path), read_label(test / "labels" / path.name)
+        ucis = ucis_instances(image, path.stem, cfg.method.ucis)
+        start = time.perf_counter()
+        mask = propagate_image(cfg, source, mu_fg, image, ucis)
+        seconds.append(time.perf_counter() - start)
+        ucis_pairs.append((path.stem, gt, ucis))
+        propagated_pairs.append((path.stem, gt, binary_to_instances(mask, cfg.method.instances)))
+    ucis_profile = stage_profile(run_dir, "ucis_0")
+    propagation_profile = stage_profile(run_dir, "propagate_0")
+    return [
+        {"stage": "initial instances (UCIS)", **test_metrics(ucis_pairs), **ucis_profile},
+        {"stage": "after propagation (S -> A4)", **test_metrics(propagated_pairs), **propagation_profile},
+    ]
+
+
+def stage_profile(run_dir: Path, key: str) -> dict:
+    profile = json.loads((run_dir / key / "done.json").read_text())["summary"].get("profile", {})
+    peak = profile.get("traced_peak_mib", profile.get("max_rss_mib"))
+    return {"s_per_image": profile.get("wall_s_per_image"), "wall_min": profile.get("wall_s", 0) / 60,
+            "peak_mib": peak}
+
+
+def oracle_rows(run_dir: Path, train_labels: Path) -> list[dict]:
+    """ORACLE (reporting only): pseudo labels of each round against the training ground truth."""
+    rows = []
+    for folder in sorted(run_dir.glob("pseudo_*"), key=lambda p: int(p.name.split("_")[1])):
+        counts = [pseudo_label_quality(read_label(p), read_label(train_labels / p.name))
+                  for p in sorted((folder / "labels").glob("*.png"))]
+        quality = summarise_quality(counts)
+        rows.append({"stage": f"confident pseudo-labels P_{folder.name.split('_')[1]} (oracle)",
+                     "precision": quality["precision"], "coverage": quality["coverage"],
+                     "accepted": quality["accepted"], **stage_profile(run_dir, folder.name)})
+    return rows
+
+
+def round_rows(run_dir: Path) -> list[dict]:
+    rows = []
+    for folder in sorted(run_dir.glob("evaluate_*"), key=lambda p: int(p.name.split("_")[1])):
+        round_ = folder.name.split("_")[1]
+        mean = json.loads((folder / "metrics.json").read_text())["per_image_mean"]
+        train = stage_profile(run_dir, f"train_{round_}")
+        rows.append({"stage": f"self-distillation round {round_}", **{m: mean[m] for m in METRICS},
+                     "s_per_image": stage_profile(run_dir, folder.name)["s_per_image"], "wall_min": train["wall_min"]})
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    columns = [("AJI", "aji"), ("PQ", "pq"), ("Dice", "dice"), ("mIoU", "miou_bin"), ("prec.", "precision"),
+               ("cover.", "coverage"), ("s/img", "s_per_image"), ("min", "wall_min"), ("peak MiB", "peak_mib")]
+    lines = [f"{'stage':<44}" + "".join(f"{title:>9}" for title, _ in columns)]
+    for row in rows:
+        cells = []
+        for _, key in columns:
+            value = row.get(key)
+            cells.append(f"{'-':>9}" if value is None else f"{value:>9.{1 if key == 'peak_mib' else 3}f}")
+        lines.append(f"{row['stage']:<44}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    out = args.out.resolve()
+    data_root, train_labels = args.data_root.resolve(), args.data_root.resolve() / "MoNuSeg" / "train" / "labels"
+    if args.quick:
+        data_root, train_labels = make_quick_data(data_root, out)
+    overrides = [f"experiment={EXPERIMENT}", f"paths.data_dir={data_root}", "method.profile_memory=true",
+                 "extras.print_config=false", *(QUICK if args.quick else []), *args.overrides]
+    cost = run_train(overrides, out)
+    run_dir = find_run_dir(out, EXPERIMENT)
+    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    rows = diagnostic_rows(cfg, run_dir, data_root) + oracle_rows(run_dir, train_labels) + round_rows(run_dir)
+    n_train = len(list((data_root / "MoNuSeg" / "train" / "images").glob("*.png")))
+    n_test = len(list((data_root / "MoNuSeg" / "test" / "images").glob("*.png")))
+    print(f"\nCOIN ({EXPERIMENT}{', quick' if args.quick else ''}) on MoNuSeg: {n_train} train images (no labels), "
+          f"{n_test} test images; run folder {run_dir}")
+    print(format_rows(rows))
+    print(f"total wall {cost['wall_s'] / 60:.1f} min, CPU {cost['cpu_s'] / 60:.1f} min (user+sys, all threads)")
+    write_json(out / ("coin_monuseg_quick.json" if args.quick else "coin_monuseg.json"),
+               {"overrides": overrides, "rows": rows, "cost": cost, "run_dir": str(run_dir)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Scribble2Label on DSB2018 fluorescence by scribble ratio, next to pCE only and full supervision: one table.
+
+    python benchmarks/s2l_ratio.py [--data-root ../shared/data] [--epochs N] [--warmup-epochs N] [--quick]
+                                   [--out logs/bench_s2l] [--skip-existing] [extra Hydra overrides ...]
+
+Every run is `experiment=s2l_unet_dsb2018fluo_cpu` (train: stage1_train fluorescence, the first 160 images;
+test: stage1_test fluorescence, 53 images; small U-Net with a ResNet-18 encoder, random init; 128 px crops,
+batch 16, 2 crops per image and epoch, 30 epochs; last checkpoint):
+  - S2L at supervision.ratio 0.1 / 0.3 / 0.5 / 1.0 (warm-up 10 epochs, EMA update after every epoch),
+  - pCE only at 0.3 (method.pce_only=true: the scribble loss alone),
+  - full supervision: method=supervised with 2 classes (CE + Dice on the full masks, its own AdamW schedule),
+    the same network, data, epochs and instance decoding (8-connected components, < 64 px removed).
+`--quick` shrinks everything (8 images, 2 epochs) to check the script end to end in a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from _run import DEFAULT_DATA_ROOT, REPO_ROOT, find_run_dir, read_metrics, run_train
+from omegaconf import OmegaConf
+
+EXPERIMENT = "s2l_unet_dsb2018fluo_cpu"
+QUICK = ["data.max_images=8", "trainer.max_epochs=2", "method.warmup_epochs=1", "method.ema_period=1"]
+# The supervised baseline decodes instances as S2L does, so the table compares the semantic masks.
+SUPERVISED = ["method=supervised", "method.num_classes=2", "method.selection=last",
+              "method.module.postproc.min_area=64", "+method.module.postproc.method=cc"]
+COLUMNS = (("aji", "AJI"), ("pq", "PQ"), ("dice", "Dice"), ("miou_bin", "mIoU"))
+
+
+def runs() -> list[tuple[str, list[str]]]:
+    """(label, overrides) of every row of the table."""
+    rows = [(f"S2L {int(r * 100)} %", [f"supervision.ratio={r}"]) for r in (0.1, 0.3, 0.5, 1.0)]
+    rows.append(("pCE only 30 %", ["supervision.ratio=0.3", "method.pce_only=true"]))
+    rows.append(("full supervision", SUPERVISED))
+    return rows
+
+
+def run_name(label: str) -> str:
+    return "s2l_ratio_" + "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_").replace("__", "_")
+
+
+def budget_line(run_dir: Path) -> str:
+    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    return (f"budget per run: {cfg.trainer.max_epochs} epochs x {cfg.data.max_images or 'all'} training images x "
+            f"{cfg.data.crops_per_image} crops of {cfg.data.crop} px, batch {cfg.data.batch_size}; model "
+            f"{cfg.model.arch}/{cfg.model.encoder} (weights: {cfg.model.weights}); S2L warm-up "
+            f"{cfg.method.get('warmup_epochs', '-')} epochs, EMA period {cfg.method.get('ema_period', '-')}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs of every run")
+    parser.add_argument("--warmup-epochs", type=int, default=None, help="override method.warmup_epochs (S2L)")
+    parser.add_argument("--quick", action="store_true", help="tiny budget: a smoke check of the script")
+    parser.add_argument("--out", type=Path, default=None, help="log folder (default logs/bench_s2l[_quick])")
+    parser.add_argument("--skip-existing", action="store_true", help="reuse runs that already wrote metrics.json")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = parser.parse_args()
+    out = (args.out or REPO_ROOT / "logs" / ("bench_s2l_quick" if args.quick else "bench_s2l")).resolve()
+    common = [f"experiment={EXPERIMENT}", f"paths.data_dir={args.data_root.resolve()}"]
+    common += QUICK if args.quick else []
+    common += [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
+    common += [f"method.warmup_epochs={args.warmup_epochs}"] if args.warmup_epochs is not None else []
+
+    results = []
+    for label, overrides in runs():
+        name = run_name(label)
+        existing = sorted((out / "train" / "runs" / name).glob("seed*/metrics.json"))
+        if args.skip_existing and existing:
+            cost = {"wall_s": float("nan"), "cpu_s": float("nan")}
+        else:
+            cost = run_train([*common, *overrides, f"experiment_name={name}", *args.overrides], out)
+        run_dir = find_run_dir(out, name)
+        results.append((label, read_metrics(run_dir), cost, run_dir))
+
+    print(f"\nScribble2Label on DSB2018 fluorescence (test: stage1_test fluorescence, "
+          f"{results[0][1]['n_images']} images), per-image means")
+    print(budget_line(results[0][3]))
+    header = f"{'run':<18}" + "".join(f"{title:>8}" for _, title in COLUMNS) + f"{'wall min':>10}{'CPU min':>9}"
+    print(header)
+    print("-" * len(header))
+    for label, summary, cost, _ in results:
+        mean = summary["per_image_mean"]
+        print(f"{label:<18}" + "".join(f"{mean[key]:>8.4f}" for key, _ in COLUMNS)
+              + f"{cost['wall_s'] / 60:>10.1f}{cost['cpu_s'] / 60:>9.1f}")
+    print(f"runs under {out / 'train' / 'runs'}; CPU = user + sys of all threads")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Helpers of the S2L tests (a unique module name, unlike conftest): a tiny smp-shaped network, modules, batches."""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cellseg.methods.s2l import Scribble2Label
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+IGNORE = 250
+
+
+class TinyNet(nn.Module):
+    """encoder / decoder / segmentation_head like an smp model, a few hundred parameters, 2 logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Conv2d(3, 4, 3, padding=1)
+        self.decoder = nn.Sequential(nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.segmentation_head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmentation_head(self.decoder(self.encoder(x)))
+
+
+def make_module(seed: int = 0, **options) -> Scribble2Label:
+    torch.manual_seed(seed)
+    defaults = dict(
+        optimizer=partial(torch.optim.RAdam, lr=3e-3, weight_decay=5e-5, decoupled_weight_decay=True),
+        scheduler=None,
+        ignore_index=IGNORE,
+        inference={"tile": 512, "overlap": 32, "batch_size": 1},
+        log_images=0,
+    )
+    return Scribble2Label(TinyNet(), **{**defaults, **options})
+
+
+def make_batch(n: int = 2, size: int = 16, seed: int = 0) -> dict:
+    """Random images, a scribble target (fg stripe, bg stripe, rest unlabelled), identity crop geometry."""
+    rng = np.random.default_rng(seed)
+    target = np.full((n, size, size), IGNORE, dtype=np.int64)
+    target[:, 2:4, :] = 1
+    target[:, -4:-2, :] = 0
+    return {
+        "image": torch.from_numpy(rng.normal(size=(n, 3, size, size)).astype(np.float32)),
+        "target": torch.from_numpy(target),
+        "geometry": torch.tensor([[0, 0, size, 0, 0, 0]] * n),
+        "id": [f"img{k}" for k in range(n)],
+        "index": torch.arange(n),
+    }
+
+
+def load_compose_config():
+    """`compose_config` of tests/tasks/conftest.py (the real configs, written under a temporary folder)."""
+    spec = importlib.util.spec_from_file_location("tasks_conftest_for_s2l", REPO_ROOT / "tests" / "tasks" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.compose_config
+
+
+class RecordingImages:
+    """Whole normalised images of different sizes; remembers which indices were read."""
+
+    def __init__(self, n: int = 5) -> None:
+        generator = torch.Generator().manual_seed(7)
+        self.items = [{"id": f"img{k}", "image": torch.randn(3, 20 + 3 * k, 24 + k, generator=generator)}
+                      for k in range(n)]
+        self.read: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        self.read.append(index)
+        return self.items[index]
+
+
+def ema_after_updates(epochs: tuple[int, ...] = (0, 1)) -> tuple[dict, list[int]]:
+    """Scribble2Label.run_ema_update on RecordingImages (under whatever process group is initialised)."""
+    module = make_module(seed=0, ema_period=1, alpha=0.2)
+    images = RecordingImages()
+    from cellseg.methods.ema_maps import EmaMaps
+
+    module.ema = EmaMaps.zeros([d["id"] for d in images.items], [tuple(d["image"].shape[1:]) for d in images.items])
+    module._ema_source = images
+    for epoch in epochs:
+        module.run_ema_update(epoch)
+    return module.ema.state_dict(), images.read
+
+
+def ddp_ema_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    """One gloo rank of the DDP test: update the EMA maps twice, save them and the images this rank predicted."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        state, read = ema_after_updates()
+        torch.save({"state": state, "read": read}, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
