@@ -10,7 +10,9 @@ batch 16, 2 crops per image and epoch, 30 epochs; last checkpoint):
   - pCE only at 0.3 (method.pce_only=true: the scribble loss alone),
   - full supervision: method=supervised with 2 classes (CE + Dice on the full masks, its own AdamW schedule),
     the same network, data, epochs and instance decoding (8-connected components, < 64 px removed).
-`--quick` shrinks everything (8 images, 2 epochs) to check the script end to end in a few minutes.
+Cost on the shared 2-core CPU: about 20 min per S2L run (30 s per epoch: 20 steps and an EMA update of 160 whole
+images), about 10 min for pCE only and for full supervision: about 1 h 40 min in all.
+`--quick` shrinks everything (8 images, 2 epochs) to check the script end to end (about 3 min).
 """
 
 from __future__ import annotations

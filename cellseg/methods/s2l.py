@@ -142,7 +142,8 @@ class Scribble2Label(DenseSegmentationModule):
             self.ema = EmaMaps.zeros(ids, shapes, self.ema_dtype)
         else:  # restored from a checkpoint
             self.ema.check_matches(ids, shapes)
-            # A checkpoint written at validation end precedes that epoch's on_train_epoch_end: catch up the update.
+            # A checkpoint written at validation end precedes its epoch's update. Lightning 2.6 re-runs that epoch's
+            # end on resume (then this is a no-op); a resume that starts at the next epoch catches up here.
             self.maybe_update_ema(self.current_epoch - 1)
 
     def on_train_epoch_end(self) -> None:
@@ -163,7 +164,8 @@ class Scribble2Label(DenseSegmentationModule):
         self.eval()
         broadcast_buffers(self.net)
         try:
-            progress = self._trainer is not None and self.trainer.is_global_zero and self.trainer.progress_bar_callback is not None
+            trainer = self._trainer
+            progress = trainer is not None and trainer.is_global_zero and trainer.progress_bar_callback is not None
             update_ema_maps(self.ema, self._ema_source, lambda image: self.predict_probabilities(image)[1],
                             self.alpha, epoch, progress=progress)
         finally:

@@ -178,3 +178,14 @@ def test_instances_are_connected_components_of_p_fg_above_half_without_small_one
 def test_bad_options_get_one_clear_error(options, message):
     with pytest.raises(ValueError, match=message):
         make_module(**options)
+
+
+def test_an_update_runs_once_per_due_epoch_even_when_asked_twice():
+    """The resume catch-up and on_train_epoch_end may both ask for the same epoch: only one update runs."""
+    module, batch = make_module(ema_period=5), make_batch()
+    module.ema = maps_for(batch, 0.0)
+    ran = []
+    module.run_ema_update = lambda epoch: (ran.append(epoch), module.ema.apply(module.ema.maps, epoch))
+    asked = [3, 4, 4, 5, 9, 9, -1]
+    answers = [module.maybe_update_ema(e) for e in asked]
+    assert ran == [4, 9] and answers == [False, True, False, False, True, False, False]

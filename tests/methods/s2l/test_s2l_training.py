@@ -32,9 +32,10 @@ def sample_datamodule(cache: Path, val_holdout: int = 0) -> NucleiDataModule:
 
 def fit(module: Scribble2Label, datamodule: NucleiDataModule, max_epochs: int, callbacks=(), ckpt_path=None):
     datamodule.configure_targets(module.train_target, module.ignore_index)
+    checkpointing = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
     trainer = pl.Trainer(accelerator="cpu", max_epochs=max_epochs, logger=False, callbacks=list(callbacks),
-                         enable_checkpointing=bool(callbacks), enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0)
+                         enable_checkpointing=checkpointing, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, default_root_dir=datamodule.weak_labels.cache_dir.parent)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
 
