@@ -293,6 +293,14 @@ def find_child_dir(parent: Path, names: Iterable[str], what: str, *, required: b
     return None
 
 
+def find_split_dirs(src: Path, split_names: dict[str, Sequence[str]], what: str) -> dict[str, Path]:
+    """{split: folder} for the split folders present in `src` (names case-insensitive); an error when none is."""
+    found = {s: find_child_dir(src, names, f"{what} {s}", required=False) for s, names in split_names.items()}
+    if not any(found.values()):
+        find_child_dir(src, [n for names in split_names.values() for n in names], f"a {what} split")
+    return {split: folder for split, folder in found.items() if folder is not None}
+
+
 def files_by_stem(folder: Path, suffixes: Sequence[str], *, recursive: bool = False) -> dict[str, Path]:
     """{stem: path} of the files with the given suffixes (compound suffixes such as .xml.gz allowed)."""
     found: dict[str, Path] = {}

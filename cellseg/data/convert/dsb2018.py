@@ -17,7 +17,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cellseg.data.convert.common import DatasetWriter, SourceInfo, find_child_dir, progress, require_dir
+from cellseg.data.convert.common import (
+    DatasetWriter,
+    SourceInfo,
+    find_split_dirs,
+    progress,
+    require_dir,
+)
 from cellseg.data.modality import classify_modalities, mean_hsv
 from cellseg.utils.io import read_image
 
@@ -158,14 +164,10 @@ def convert_dsb2018(
 ) -> Path:
     """`<src>/stage1_train/<id>/...`, `<src>/stage1_test/<id>/...` (+ `<src>/stage1_solution.csv`) -> `<dst>/DSB2018`."""
     src = require_dir(Path(src), "the DSB2018 release folder (stage1_train/, stage1_test/, stage1_solution.csv)")
-    split_dirs = {s: find_child_dir(src, [s], f"DSB2018 {s}", required=False) for s in SPLITS}
-    if not any(split_dirs.values()):
-        find_child_dir(src, SPLITS, "DSB2018 stage1_train or stage1_test")
+    split_dirs = find_split_dirs(src, {s: [s] for s in SPLITS}, "DSB2018")
     features: list[tuple[str, str, np.ndarray]] = []
     with DatasetWriter(dst, DATASET, overwrite=overwrite) as writer:
         for split, folder in split_dirs.items():
-            if folder is None:
-                continue
             solution = None
             samples = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
             for sample in progress(samples, DATASET, split):

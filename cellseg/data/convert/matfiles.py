@@ -20,6 +20,7 @@ from cellseg.data.convert.common import (
     SourceInfo,
     files_by_stem,
     find_child_dir,
+    find_split_dirs,
     pair_files,
     progress,
     require_dir,
@@ -167,13 +168,9 @@ def convert_mat_dataset(
 ) -> Path:
     """`<src>/<split dir>/{Images,Labels}/<id>.{png,mat}` -> `<dst>/<name>/<split>`."""
     src = require_dir(Path(src), f"the {spec.name} release folder")
-    split_dirs = {s: find_child_dir(src, names, f"{spec.name} {s}", required=False) for s, names in spec.split_dirs.items()}
-    if not any(split_dirs.values()):
-        find_child_dir(src, [n for names in spec.split_dirs.values() for n in names], f"a {spec.name} split")
+    split_dirs = find_split_dirs(src, spec.split_dirs, spec.name)
     with DatasetWriter(dst, spec.name, overwrite=overwrite) as writer:
         for split, folder in split_dirs.items():
-            if folder is None:
-                continue
             images = files_by_stem(find_child_dir(folder, [spec.images_dir], f"{spec.name} images"), IMAGE_SUFFIXES)
             labels = files_by_stem(find_child_dir(folder, [spec.labels_dir], f"{spec.name} labels"), (".mat",))
             for image_id in progress(pair_files(images, labels, folder, ".mat label"), spec.name, split):

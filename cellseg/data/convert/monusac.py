@@ -20,7 +20,7 @@ from cellseg.data.convert.common import (
     DatasetWriter,
     SourceInfo,
     files_by_stem,
-    find_child_dir,
+    find_split_dirs,
     pair_files,
     progress,
 )
@@ -103,13 +103,9 @@ def convert_monusac(
 ) -> Path:
     """`<src>/{MoNuSAC_images_and_annotations, MoNuSAC Testing Data and Annotations}/<patient>/<id>.{tif,xml}`."""
     src = Path(src)
-    split_dirs = {s: find_child_dir(src, names, f"the MoNuSAC {s} data", required=False) for s, names in SPLIT_DIRS.items()}
-    if not any(split_dirs.values()):
-        find_child_dir(src, [n for names in SPLIT_DIRS.values() for n in names], "the MoNuSAC train or test data")
+    split_dirs = find_split_dirs(src, SPLIT_DIRS, "MoNuSAC")
     with DatasetWriter(dst, DATASET, overwrite=overwrite) as writer:
         for split, folder in split_dirs.items():
-            if folder is None:
-                continue
             annotations = files_by_stem(folder, (".xml",), recursive=True)
             images = files_by_stem(folder, IMAGE_SUFFIXES, recursive=True)
             _explain_svs_only(folder, annotations, images)

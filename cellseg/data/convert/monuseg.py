@@ -22,7 +22,7 @@ from cellseg.data.convert.common import (
     DatasetWriter,
     SourceInfo,
     files_by_stem,
-    find_child_dir,
+    find_split_dirs,
     pair_files,
     progress,
 )
@@ -131,13 +131,9 @@ def convert_monuseg(
 ) -> Path:
     """`<src>/{MoNuSeg 2018 Training Data, MoNuSegTestData}/**/<id>.{tif,xml[.gz]}` -> `<dst>/MoNuSeg/{train,test}`."""
     src = Path(src)
-    split_dirs = {s: find_child_dir(src, names, f"the MoNuSeg {s} data", required=False) for s, names in SPLIT_DIRS.items()}
-    if not any(split_dirs.values()):
-        find_child_dir(src, [n for names in SPLIT_DIRS.values() for n in names], "the MoNuSeg train or test data")
+    split_dirs = find_split_dirs(src, SPLIT_DIRS, "MoNuSeg")
     with DatasetWriter(dst, DATASET, overwrite=overwrite) as writer:
         for split, folder in split_dirs.items():
-            if folder is None:
-                continue
             images = files_by_stem(folder, IMAGE_SUFFIXES, recursive=True)
             annotations = files_by_stem(folder, XML_SUFFIXES, recursive=True)
             for image_id in progress(pair_files(images, annotations, folder, "Aperio XML"), DATASET, split):
