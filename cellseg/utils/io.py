@@ -53,17 +53,21 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _load_array(path: Path, what: str, pil_modes: tuple[str, ...] | None = None) -> np.ndarray:
+    """TIFF via tifffile, anything else via PIL (converted to RGB unless its mode is in `pil_modes`)."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            return tifffile.imread(path)
+        with Image.open(path) as img:
+            return np.asarray(img if pil_modes is None or img.mode in pil_modes else img.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {what} {path}: {err}") from err
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """RGB uint8 H x W x 3; grey images are replicated, an alpha channel is dropped."""
     path = Path(path)
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            array = tifffile.imread(path)
-        else:
-            with Image.open(path) as img:
-                array = np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB", "RGBA") else img)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+    array = _load_array(path, "image", pil_modes=("L", "RGB", "RGBA"))
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4):
@@ -80,14 +84,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def read_label(path: str | os.PathLike) -> np.ndarray:
     """Instance label map as int32 (16-bit PNG or TIFF; 0 = background)."""
     path = Path(path)
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            array = tifffile.imread(path)
-        else:
-            with Image.open(path) as img:
-                array = np.asarray(img)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read label map {path}: {err}") from err
+    array = _load_array(path, "label map")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim != 2:
