@@ -47,7 +47,8 @@ class DenseSegmentationModule(pl.LightningModule):
 
     # ----- to be provided by each method -------------------------------------------------------------------------
     def probabilities_to_instances(self, probs: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """(K, H, W) probabilities -> int32 instance map; every method defines its own decoding."""
+        raise NotImplementedError(f"{type(self).__name__} must define probabilities_to_instances")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
