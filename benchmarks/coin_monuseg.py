@@ -6,7 +6,8 @@ The pipeline runs through `train.py` on the 30 training images WITHOUT their lab
 test images. Rows:
 - initial instances: the UCIS of the run's configuration applied to the test images;
 - after propagation: S of the test images (train statistics and global foreground prototype, per-image
-  background from their own UCIS map) -> the shared A4 watershed;
+  background from their own UCIS map) -> the shared A4 watershed; with `method.refine.enabled=false` (the
+  CPU experiment's setting) S = U > 0, so the row shows what the A4 watershed alone does to the UCIS mask;
 - confident pseudo-labels (round t): ORACLE diagnostic only, after the run: precision (accepted instances
   matching a GT nucleus at IoU > 0.5) and coverage (GT nuclei matched) against the training labels;
 - self-distillation round r: test metrics of the round's EMA network (evaluate_<r>/metrics.json).
@@ -74,13 +75,14 @@ def test_metrics(pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> dict:
 def diagnostic_rows(cfg, run_dir: Path, data_root: Path) -> list[dict]:
     """UCIS and propagation applied to the test images with the run's settings and propagation model."""
     test = data_root / "MoNuSeg" / "test"
-    source, mu_fg = propagation_model(cfg, run_dir / "propagate_0")
+    enabled = cfg.method.refine.get("enabled", True)
+    source, mu_fg = propagation_model(cfg, run_dir / "propagate_0") if enabled else (None, None)
     ucis_pairs, propagated_pairs, seconds = [], [], []
     for path in sorted((test / "images").glob("*.png")):
         image, gt = read_image(path), read_label(test / "labels" / path.name)
         ucis = ucis_instances(image, path.stem, cfg.method.ucis)
         start = time.perf_counter()
-        mask = propagate_image(cfg, source, mu_fg, image, ucis)
+        mask = propagate_image(cfg, source, mu_fg, image, ucis) if enabled else ucis > 0
         seconds.append(time.perf_counter() - start)
         ucis_pairs.append((path.stem, gt, ucis))
         propagated_pairs.append((path.stem, gt, binary_to_instances(mask, cfg.method.instances)))
@@ -88,7 +90,7 @@ def diagnostic_rows(cfg, run_dir: Path, data_root: Path) -> list[dict]:
     propagation_profile = stage_profile(run_dir, "propagate_0")
     return [
         {"stage": "initial instances (UCIS)", **test_metrics(ucis_pairs), **ucis_profile},
-        {"stage": "after propagation (S -> A4)", **test_metrics(propagated_pairs), **propagation_profile},
+        {"stage": "after propagation (S -> A4)" if enabled else "propagation off (U > 0 -> A4)", **test_metrics(propagated_pairs), **propagation_profile},
     ]
 
 

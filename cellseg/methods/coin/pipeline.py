@@ -191,6 +191,11 @@ class CoinPipeline:
             return stage
         stage.begin()
         record = {}
+        if not self.method.refine.get("enabled", True):
+            with profiled(record, self.profile_memory):
+                self.copy_ucis_foreground(stage, upstream)
+            stage.finish({"profile": per_image(record, len(self.ids))})
+            return stage
         with profiled(record, self.profile_memory):
             source = self.feature_source(stage, upstream)
             mu_fg = load_prototype(stage.dir) if self.method.refine.accumulate_centroids else None
@@ -204,6 +209,14 @@ class CoinPipeline:
                 write_mask_uint8(path, mask.astype(np.uint8) * 255)
         stage.finish({"profile": per_image(record, len(self.ids))})
         return stage
+
+    def copy_ucis_foreground(self, stage: Stage, upstream: Stage) -> None:
+        """`refine.enabled=false`: S = U > 0 (no features, no transport), for feature sources that hurt."""
+        for image_id in self.progress("propagation off (S = U > 0)"):
+            path = stage.dir / "masks" / f"{image_id}.png"
+            if not path.is_file():
+                mask = read_label(upstream.dir / f"{image_id}.png") > 0
+                write_mask_uint8(path, mask.astype(np.uint8) * 255)
 
     def feature_source(self, stage: Stage, upstream: Stage):
         """Pass 0 (feature statistics, handcrafted only) and pass 1 (global foreground prototype)."""

@@ -130,6 +130,20 @@ def test_changed_scoring_recomputes_only_pseudo_labels_and_cache_serves_new_runs
     assert (other_run / "pseudo_0" / "labels" / "train1.png").is_file()
 
 
+def test_propagation_off_writes_the_ucis_foreground_without_computing_features(tmp_path, data_root, monkeypatch):
+    cfg = compose_coin(tmp_path, "method.rounds=0", "method.refine.enabled=false", data_root=data_root)
+    features = counting(monkeypatch, "image_heatmaps")
+    CoinPipeline(cfg).run()
+    run = Path(cfg.paths.output_dir)
+    assert features == [] and not (run / "propagate_0" / "stats.json").exists()
+    for image_id in ("train0", "train1"):
+        ucis = read_label(run / "ucis_0" / f"{image_id}.png")
+        mask = read_label(run / "propagate_0" / "masks" / f"{image_id}.png")
+        assert ucis.max() > 0
+        np.testing.assert_array_equal(mask > 0, ucis > 0)
+    assert (run / "pseudo_0" / "done.json").is_file()
+
+
 def test_threshold_scope_dataset_pools_scores_across_images(tmp_path, data_root):
     scores = {"a": {1: 0.2, 2: 0.4}, "b": {1: 0.9, 2: 0.7, 3: 0.8}, "empty": {}}
     per_image = thresholds_for(scores, {"strategy": "mean", "threshold_scope": "image"})
