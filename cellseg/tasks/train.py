@@ -19,6 +19,7 @@ from cellseg.tasks.common import (
     metric_for_sweeper,
     run_task,
 )
+from cellseg.tasks.wandb_resume import build_loggers, with_run_id_callback
 from cellseg.utils.project import CONFIG_DIR, set_project_root_env
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ def build(cfg: DictConfig):
     net = hydra.utils.instantiate(cfg.model)
     module = hydra.utils.instantiate(cfg.method.module, net=net)
     datamodule.configure_targets(module.train_target, module.ignore_index)
-    loggers = instantiate_list(cfg.get("logger"))
-    callbacks = instantiate_list(cfg.get("callbacks"))
+    loggers = build_loggers(cfg.get("logger"), resolve_resume(cfg) if cfg.get("train") else None)
+    callbacks = with_run_id_callback(instantiate_list(cfg.get("callbacks")), loggers)
     if not loggers:  # nothing to report learning rates to
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
