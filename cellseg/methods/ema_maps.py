@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +18,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from cellseg.data.transforms import CropGeometry, apply_geometry
+from cellseg.utils.hashing import sha256_file
+from cellseg.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +200,32 @@ def update_ema_maps(
     maps.apply(all_gather_updates(updates), epoch)
     if rank == 0:
         log.info("S2L EMA maps updated after epoch %d (%d images, update %d)", epoch, len(maps.maps), maps.n_updates)
+
+
+# ----- `ema_store: sidecar`: the maps in their own file, the checkpoint holds its name and sha256 ---------------
+def save_sidecar(maps: EmaMaps, folder: str | Path) -> dict:
+    """Write the maps to `<folder>/ema_update<n>.pt` (atomic) and return the reference a checkpoint keeps."""
+    path = Path(folder) / f"ema_update{maps.n_updates:05d}.pt"
+    with atomic_path(path) as tmp:
+        torch.save(maps.state_dict(), tmp)
+    return {"sidecar": str(path.resolve()), "sha256": sha256_file(path), "n_updates": maps.n_updates}
+
+
+def is_sidecar_reference(state: Mapping) -> bool:
+    return "sidecar" in state and "sha256" in state
+
+
+def load_sidecar(reference: Mapping, folder: str | Path | None = None) -> EmaMaps:
+    """The maps a checkpoint refers to; the file is looked up at its recorded path, then by name in `folder`
+    (a moved run folder); its sha256 must match."""
+    recorded = Path(reference["sidecar"])
+    candidates = [recorded] + ([Path(folder) / recorded.name] if folder is not None else [])
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"S2L EMA sidecar {recorded.name} not found (looked in "
+                                f"{[str(p.parent) for p in candidates]}): the checkpoint needs it to resume exactly")
+    digest = sha256_file(path)
+    if digest != reference["sha256"]:
+        raise ValueError(f"S2L EMA sidecar {path} has sha256 {digest[:12]}..., the checkpoint expects "
+                         f"{reference['sha256'][:12]}...: the file was overwritten or belongs to another run")
+    return EmaMaps.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))

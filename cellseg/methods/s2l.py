@@ -21,8 +21,11 @@ from cellseg.methods.ema_maps import (
     EmaMaps,
     broadcast_buffers,
     dtype_of,
+    is_sidecar_reference,
     is_update_epoch,
+    load_sidecar,
     pseudo_labels,
+    save_sidecar,
     update_ema_maps,
 )
 from cellseg.methods.losses import cross_entropy_or_zero
@@ -31,7 +34,7 @@ from cellseg.postproc.instances import INSTANCE_METHODS, semantic_to_instance
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = "s2l_ema"
-EMA_STORES = ("checkpoint",)
+EMA_STORES = ("checkpoint", "sidecar")
 NET_PARTS = ("encoder", "decoder", "segmentation_head")
 
 
@@ -52,6 +55,7 @@ class Scribble2Label(DenseSegmentationModule):
         pce_only: bool = False,
         ema_dtype: str = "float16",
         ema_store: str = "checkpoint",
+        ema_sidecar_dir: str | None = None,
         lr_encoder: float = 3.0e-4,
         lr_decoder: float = 3.0e-3,
         faithful_frozen_head: bool = False,
@@ -66,6 +70,9 @@ class Scribble2Label(DenseSegmentationModule):
         super().__init__(net, optimizer, scheduler, inference, metric_prefix="oracle", log_images=log_images)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         check_options(warmup_epochs, ema_period, tau, alpha, lam, ema_store, faithful_crop32, instances)
+        if ema_store == "sidecar" and not ema_sidecar_dir:
+            raise ValueError("method.ema_store=sidecar needs a folder for the map files (module.ema_sidecar_dir)")
+        self.ema_store, self.ema_sidecar_dir = ema_store, ema_sidecar_dir
         dtype_of(ema_dtype)  # fail now, not at the first checkpoint
         missing = [name for name in NET_PARTS if getattr(net, name, None) is None]
         if missing:
@@ -178,12 +185,18 @@ class Scribble2Label(DenseSegmentationModule):
         return datamodule.whole_image_dataset("train", with_labels=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.ema is not None:
+        if self.ema is None:
+            return
+        if self.ema_store == "checkpoint":
             checkpoint[CHECKPOINT_KEY] = self.ema.state_dict()
+        elif self._trainer is None or self.trainer.is_global_zero:  # every rank holds the same maps
+            checkpoint[CHECKPOINT_KEY] = save_sidecar(self.ema, self.ema_sidecar_dir)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if CHECKPOINT_KEY in checkpoint:
-            self.ema = EmaMaps.from_state_dict(checkpoint[CHECKPOINT_KEY])
+            state = checkpoint[CHECKPOINT_KEY]
+            self.ema = (load_sidecar(state, self.ema_sidecar_dir) if is_sidecar_reference(state)
+                        else EmaMaps.from_state_dict(state))
             if self.ema.dtype_name != self.ema_dtype:
                 log.warning("checkpoint EMA maps are %s, method.ema_dtype=%s: kept as %s",
                             self.ema.dtype_name, self.ema_dtype, self.ema.dtype_name)
@@ -221,7 +234,8 @@ def check_options(warmup_epochs, ema_period, tau, alpha, lam, ema_store, faithfu
     if float(lam) < 0:
         raise ValueError(f"method.lam={lam}; expected >= 0")
     if ema_store not in EMA_STORES:
-        raise ValueError(f"method.ema_store={ema_store!r}; only {EMA_STORES} is implemented (maps inside checkpoints)")
+        raise ValueError(f"method.ema_store={ema_store!r}; expected one of {EMA_STORES} (maps inside each "
+                         "checkpoint, or in a file beside it that the checkpoint names with its sha256)")
     if faithful_crop32:
         raise ValueError("method.faithful_crop32=true (top-left crop to /32) is not implemented; inputs are "
                          "reflect-padded to /32 and outputs cropped back")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,6 +142,38 @@ def test_checkpoint_hooks_restore_the_maps_bit_exactly():
         assert torch.equal(fresh.ema[image_id], module.ema[image_id])
 
 
+def test_sidecar_store_keeps_only_a_reference_in_the_checkpoint_and_checks_the_file(tmp_path):
+    module, batch = make_module(ema_store="sidecar", ema_sidecar_dir=str(tmp_path / "run" / "ema_maps")), make_batch()
+    rng = np.random.default_rng(0)
+    module.ema = EmaMaps({i: torch.from_numpy(rng.random((16, 16)).astype(np.float32)) for i in batch["id"]},
+                         dtype="float16", last_update_epoch=4, n_updates=1)
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    reference = checkpoint["s2l_ema"]
+    assert set(reference) == {"sidecar", "sha256", "n_updates"} and reference["n_updates"] == 1
+    sidecar = Path(reference["sidecar"])
+    assert sidecar.parent == tmp_path / "run" / "ema_maps" and sidecar.is_file()
+
+    fresh = make_module(seed=1, ema_store="sidecar", ema_sidecar_dir=str(tmp_path / "elsewhere"))
+    fresh.on_load_checkpoint(checkpoint)
+    for image_id in module.ema.ids:
+        assert torch.equal(fresh.ema[image_id], module.ema[image_id])
+
+    moved = tmp_path / "moved" / "ema_maps"  # a run folder moved elsewhere: found by name in the new folder
+    moved.parent.mkdir()
+    sidecar.parent.rename(moved)
+    relocated = make_module(ema_store="sidecar", ema_sidecar_dir=str(moved))
+    relocated.on_load_checkpoint(checkpoint)
+    assert relocated.ema.n_updates == 1
+    with pytest.raises(FileNotFoundError, match=sidecar.name):
+        make_module(ema_store="sidecar", ema_sidecar_dir=str(tmp_path / "empty")).on_load_checkpoint(checkpoint)
+    data = bytearray((moved / sidecar.name).read_bytes())
+    data[-30] ^= 0xFF
+    (moved / sidecar.name).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256"):
+        relocated.on_load_checkpoint(checkpoint)
+
+
 def test_train_target_passes_scribbles_and_refuses_anything_else():
     module = make_module()
     scribble = np.array([[0, 1], [IGNORE, IGNORE]], dtype=np.uint8)
@@ -169,7 +202,8 @@ def test_instances_are_connected_components_of_p_fg_above_half_without_small_one
         ({"tau": 0.3}, "method.tau"),
         ({"alpha": 0.0}, "method.alpha"),
         ({"ema_period": 0}, "method.ema_period"),
-        ({"ema_store": "sidecar"}, "method.ema_store"),
+        ({"ema_store": "disk"}, "method.ema_store"),
+        ({"ema_store": "sidecar"}, "ema_sidecar_dir"),
         ({"ema_dtype": "int8"}, "method.ema_dtype"),
         ({"instances": "magic"}, "method.instances"),
         ({"faithful_crop32": True}, "faithful_crop32"),

@@ -69,17 +69,19 @@ def test_ema_updates_exactly_after_epochs_4_9_14(tmp_path):
     assert all(float(m.float().max()) > 0 for m in module.ema.maps.values())
 
 
-@pytest.mark.parametrize("save_on_train_epoch_end", [True, False])
-def test_stop_and_resume_reproduces_the_ema_maps_exactly(tmp_path, save_on_train_epoch_end):
+@pytest.mark.parametrize(("save_on_train_epoch_end", "ema_store"),
+                         [(True, "checkpoint"), (False, "checkpoint"), (True, "sidecar")])
+def test_stop_and_resume_reproduces_the_ema_maps_exactly(tmp_path, save_on_train_epoch_end, ema_store):
     """lr 0 fixes the weights, so the maps depend only on which updates ran; a lost or doubled one shows."""
-    options = dict(lr_encoder=0.0, lr_decoder=0.0, warmup_epochs=1, ema_period=2, ema_dtype="float16")
+    options = dict(lr_encoder=0.0, lr_decoder=0.0, warmup_epochs=1, ema_period=2, ema_dtype="float16",
+                   ema_store=ema_store, ema_sidecar_dir=str(tmp_path / "ema_maps"))
 
     def checkpoints(name: str):
         return pl.callbacks.ModelCheckpoint(dirpath=tmp_path / name, save_last=True,
                                             save_on_train_epoch_end=save_on_train_epoch_end)
 
     cache = tmp_path / "cache"
-    straight = make_module(**options)
+    straight = make_module(**{**options, "ema_sidecar_dir": str(tmp_path / "ema_maps_straight")})
     fit(straight, sample_datamodule(cache, val_holdout=1), max_epochs=4, callbacks=[checkpoints("straight")])
     stopped = make_module(**options)
     fit(stopped, sample_datamodule(cache, val_holdout=1), max_epochs=2, callbacks=[checkpoints("stopped")])
@@ -92,6 +94,7 @@ def test_stop_and_resume_reproduces_the_ema_maps_exactly(tmp_path, save_on_train
     # saved at validation end, a checkpoint precedes its epoch's update (which a resume then runs)
     saved = torch.load(tmp_path / "resumed" / "last.ckpt", weights_only=True)["s2l_ema"]
     assert saved["n_updates"] == (2 if save_on_train_epoch_end else 1)
+    assert ("maps" in saved) == (ema_store == "checkpoint")  # a sidecar reference holds no tensor
 
 
 def test_resume_on_other_training_images_is_refused(tmp_path):
