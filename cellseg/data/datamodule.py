@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -69,14 +70,17 @@ class NucleiDataModule(pl.LightningDataModule):
         self.mpp = mpp
         self.weak_labels = weak_labels
         self.target_transform: Callable[[np.ndarray | None, str], np.ndarray] | None = None
+        self.val_targets = False
         self.ignore_index = 255
         self.train_target_paths: dict[str, Path] | None = None
         self._datasets: dict[str, object] = {}
 
     # ----- wiring by methods and pipelines -------------------------------------------------------------------
-    def configure_targets(self, transform: Callable, ignore_index: int) -> None:
-        """The method's map from a regime's raw target (instance map, scribble ...) to its training classes."""
+    def configure_targets(self, transform: Callable, ignore_index: int, val_targets: bool = False) -> None:
+        """The method's map from a regime's raw target (instance map, scribble ...) to its training classes;
+        `val_targets`: validation images also carry the regime's weak target (e.g. S2L's scribble loss)."""
         self.target_transform, self.ignore_index = transform, ignore_index
+        self.val_targets = val_targets
 
     def use_target_files(self, paths: dict[str, Path]) -> None:
         """Train on these files (e.g. pseudo labels of a pipeline stage) instead of the regime's weak labels."""
@@ -161,6 +165,8 @@ class NucleiDataModule(pl.LightningDataModule):
             self._datasets["train"] = self._train_dataset()
         if stage in (None, "fit", "validate") and self.has_val and "val" not in self._datasets:
             self._datasets["val"] = self.whole_image_dataset("val", with_labels=True)
+            if self.val_targets:
+                self._datasets["val"].extra = self._val_weak_targets()
 
     @property
     def has_val(self) -> bool:
@@ -184,6 +190,21 @@ class NucleiDataModule(pl.LightningDataModule):
             targets.append(self.target_transform(raw, kind, images[-1].shape[:2]))
         log.info("train: %d images of %s/%s, %d crops/epoch", len(ids), self.dataset, layout.split, len(ids) * self.crops_per_image)
         return TrainCropDataset(ids, images, targets, self.crop, self.crops_per_image, self.ignore_index, self.augment)
+
+    def _val_weak_targets(self) -> Callable[[int], dict]:
+        """Per validation image index, {"target": its weak target}, generated like the training ones."""
+        if self.weak_labels is None or self.weak_labels.target_format == "none" or self.target_transform is None:
+            raise RuntimeError("validation weak targets need the regime's weak labels and configure_targets(...)")
+        layout = self.layout("val" if self.splits["val"] else "train")
+        ids = self.ids("val")
+        paths = self.weak_labels.prepare(layout, ids)
+        reader, kind, transform = self.weak_labels.read_target, self.weak_labels.target_format, self.target_transform
+
+        def target(index: int) -> dict:
+            raw = reader(paths[ids[index]])
+            return {"target": torch.from_numpy(transform(raw, kind, raw.shape[:2]).astype(np.int64))}
+
+        return target
 
     def whole_image_dataset(self, role: str, with_labels: bool) -> WholeImageDataset:
         layout, ids = self.layout(role if role != "val" or self.splits["val"] else "train"), self.ids(role)

@@ -72,9 +72,16 @@ class DenseSegmentationModule(pl.LightningModule):
         return self.probabilities_to_instances(self.predict_probabilities(image))
 
     # ----- validation --------------------------------------------------------------------------------------------
+    uses_val_targets = False  # True: validation batches also carry the regime's weak "target" (see S2L)
+
+    def validate_probabilities(self, probs: np.ndarray, batch: dict, k: int) -> None:
+        """Extra validation terms of one image from its probabilities (none by default)."""
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         for k, image in enumerate(batch["image"]):
-            pred = self.predict_instances(image)
+            probs = self.predict_probabilities(image)
+            self.validate_probabilities(probs, batch, k)
+            pred = self.probabilities_to_instances(probs)
             gt = batch["label"][k].cpu().numpy()
             self.val_metrics.update([pred], [gt], [int(batch["index"][k])])
             if batch_idx * len(batch["image"]) + k < self.log_images:

@@ -14,6 +14,7 @@ import logging
 import numpy as np
 import torch
 from PIL import Image
+from torchmetrics.aggregation import MeanMetric
 
 from cellseg.data.transforms import CropGeometry
 from cellseg.methods.dense import DenseSegmentationModule
@@ -60,6 +61,7 @@ class Scribble2Label(DenseSegmentationModule):
         lr_decoder: float = 3.0e-3,
         faithful_frozen_head: bool = False,
         faithful_crop32: bool = False,
+        val_scribble_loss: bool = False,
         instances: str = "cc",
         min_instance_area: int = 64,
         fill_holes: bool = True,
@@ -85,6 +87,9 @@ class Scribble2Label(DenseSegmentationModule):
         self.faithful_frozen_head = bool(faithful_frozen_head)
         self.instance_options = {"method": instances, "min_area": int(min_instance_area),
                                  "fill_holes": bool(fill_holes), **(instance_kwargs or {})}
+        # L_sp on the validation images' scribbles (generated like the training ones): a GT-free selection key
+        self.uses_val_targets = bool(val_scribble_loss)
+        self.val_scribble = MeanMetric()
         self.ema: EmaMaps | None = None
         self._ema_source = None  # whole training images (normalised), set when fitting starts
 
@@ -135,6 +140,25 @@ class Scribble2Label(DenseSegmentationModule):
         self.log_dict({f"train/{k}": v.float() for k, v in terms.items()}, prog_bar=True,
                       batch_size=len(batch["image"]))
         return terms["loss"]
+
+    # ----- validation on scribbles (no ground truth) ---------------------------------------------------------
+    def validate_probabilities(self, probs: np.ndarray, batch: dict, k: int) -> None:
+        """Cross-entropy of the whole-image prediction on the image's scribbled pixels (val/scribble_loss)."""
+        if not self.uses_val_targets:
+            return
+        if "target" not in batch:
+            raise RuntimeError("method.val_scribble_loss=true but the validation batch has no scribble target")
+        target = np.asarray(batch["target"][k].cpu())
+        scribbled = target != self.ignore_index
+        if scribbled.any():
+            picked = np.take_along_axis(probs, np.where(scribbled, target, 0)[None].astype(np.int64), axis=0)[0]
+            self.val_scribble.update(torch.from_numpy(-np.log(np.clip(picked[scribbled], 1e-8, None))).double())
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.uses_val_targets and self.val_scribble.update_count:
+            self.log("val/scribble_loss", self.val_scribble.compute().float(), prog_bar=True, sync_dist=True)
+        self.val_scribble.reset()
 
     # ----- EMA maps ----------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 # Keys a checkpoint or early-stopping callback may never monitor: test data, and GT metrics of weak regimes.
 FORBIDDEN_MONITOR_PREFIXES = ("oracle/", "test/")
+# validation keys computed from the regime's own weak labels, never from validation ground truth
+WEAK_LABEL_MONITORS = ("val/scribble_loss",)
 
 
 class ConfigError(ValueError):
@@ -42,7 +44,8 @@ def check_monitors(cfg: DictConfig) -> None:
         monitor = node.get("monitor") if isinstance(node, DictConfig) else None
         if not monitor:
             continue
-        if monitor.startswith(FORBIDDEN_MONITOR_PREFIXES) or (weak and monitor.startswith("val/")):
+        uses_val_gt = monitor.startswith("val/") and monitor not in WEAK_LABEL_MONITORS
+        if monitor.startswith(FORBIDDEN_MONITOR_PREFIXES) or (weak and uses_val_gt):
             raise ConfigError(
                 f"callbacks.{name}.monitor={monitor}: selection may not use test data or, under "
                 f"supervision={cfg.supervision.kind}, validation ground truth"

@@ -31,7 +31,7 @@ def build(cfg: DictConfig):
     datamodule = hydra.utils.instantiate(cfg.data, weak_labels=weak_labels)
     net = hydra.utils.instantiate(cfg.model)
     module = hydra.utils.instantiate(cfg.method.module, net=net)
-    datamodule.configure_targets(module.train_target, module.ignore_index)
+    datamodule.configure_targets(module.train_target, module.ignore_index, module.uses_val_targets)
     loggers = build_loggers(cfg.get("logger"), resolve_resume(cfg) if cfg.get("train") else None)
     callbacks = with_run_id_callback(instantiate_list(cfg.get("callbacks")), loggers)
     if not loggers:  # nothing to report learning rates to
@@ -74,6 +74,7 @@ def configure_selection(cfg: DictConfig, has_val: bool) -> None:
             cfg.method.selection = "last"
         else:
             node.monitor = cfg.method.monitor
+            node.mode = cfg.method.get("monitor_mode", node.get("mode", "max"))
     elif cfg.method.selection != "last":
         raise ConfigError(f"method.selection={cfg.method.selection}; expected best or last")
 

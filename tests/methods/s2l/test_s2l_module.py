@@ -223,3 +223,17 @@ def test_an_update_runs_once_per_due_epoch_even_when_asked_twice():
     asked = [3, 4, 4, 5, 9, 9, -1]
     answers = [module.maybe_update_ema(e) for e in asked]
     assert ran == [4, 9] and answers == [False, True, False, False, True, False, False]
+
+
+def test_val_scribble_loss_is_the_cross_entropy_on_scribbled_pixels_only():
+    module = make_module(val_scribble_loss=True)
+    assert module.uses_val_targets and not make_module().uses_val_targets
+    probs = np.zeros((2, 2, 3), dtype=np.float32)
+    probs[1] = [[0.9, 0.2, 0.5], [0.7, 0.1, 0.4]]
+    probs[0] = 1 - probs[1]
+    target = torch.tensor([[1, 0, IGNORE], [1, IGNORE, 0]])
+    module.validate_probabilities(probs, {"target": target[None]}, 0)
+    expected = -np.mean(np.log([0.9, 0.8, 0.7, 0.6]))
+    assert float(module.val_scribble.compute()) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(RuntimeError, match="no scribble target"):
+        module.validate_probabilities(probs, {}, 0)

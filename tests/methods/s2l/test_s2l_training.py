@@ -172,3 +172,31 @@ def test_smoke_run_end_to_end_writes_metrics(s2l_config):
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["s2l_ema"]["n_updates"] == 2 and len(ckpt["s2l_ema"]["maps"]) == 3  # max_images after the hold-out
     assert all(m.dtype == torch.float16 for m in ckpt["s2l_ema"]["maps"].values())
+
+
+def test_val_scribble_loss_selects_the_best_checkpoint_without_ground_truth(s2l_config, monkeypatch):
+    cfg = s2l_config("model=unet_small", "logger=csv", "data.val_holdout=1", "trainer.max_steps=-1",
+                     "trainer.max_epochs=3", "trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=1",
+                     "method.warmup_epochs=1", "method.ema_period=1", "method.val_scribble_loss=true",
+                     "method.selection=best", "method.monitor=val/scribble_loss", "method.monitor_mode=min")
+    check_monitors(cfg)  # a weak-label key is allowed; val/aji would not be
+    losses: list[float] = []
+    original = Scribble2Label.on_validation_epoch_end
+
+    def record(self):
+        if self.val_scribble.update_count:
+            losses.append(float(self.val_scribble.compute()))
+        original(self)
+
+    monkeypatch.setattr(Scribble2Label, "on_validation_epoch_end", record)
+    metrics = train(cfg)
+    assert "val/scribble_loss" in metrics and "oracle/aji" in metrics and len(losses) == 3
+    assert metrics["val/scribble_loss"] == pytest.approx(losses[-1], rel=1e-5)
+    out = Path(cfg.paths.output_dir)
+    best = min(range(3), key=losses.__getitem__)
+    selected = [p for p in (out / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    assert len(selected) == 1
+    assert torch.load(selected[0], weights_only=True)["epoch"] == best
+
+    with pytest.raises(ConfigError, match="val/aji"):
+        check_monitors(s2l_config("method.selection=best", "callbacks.model_checkpoint.monitor=val/aji"))
