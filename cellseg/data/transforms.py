@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,6 +23,11 @@ class AugmentConfig:
     saturation: float = 0.1
     hue: float = 0.03
     colour_p: float = 0.5
+    # ShiftScaleRotate of the crop (albumentations' defaults as S2L uses them, border reflect-101); off by default
+    affine_p: float = 0.0
+    shift: float = 0.0625      # fraction of the crop size
+    scale: float = 0.1         # zoom factor drawn from [1 - scale, 1 + scale]
+    rotate: float = 45.0       # degrees, drawn from [-rotate, rotate]
 
 
 @dataclass(frozen=True)
@@ -35,14 +41,24 @@ class CropGeometry:
     hflip: bool = False
     vflip: bool = False
     rot90: int = 0
+    angle: float = 0.0         # degrees, counter-clockwise, about the crop centre (after flips and turns)
+    zoom: float = 1.0
+    shift_y: float = 0.0       # pixels
+    shift_x: float = 0.0
+
+    @property
+    def has_affine(self) -> bool:
+        return (self.angle, self.zoom, self.shift_y, self.shift_x) != (0.0, 1.0, 0.0, 0.0)
 
     def as_tensor(self) -> torch.Tensor:
-        return torch.tensor([self.top, self.left, self.size, self.hflip, self.vflip, self.rot90])
+        return torch.tensor([self.top, self.left, self.size, self.hflip, self.vflip, self.rot90, self.angle,
+                             self.zoom, self.shift_y, self.shift_x], dtype=torch.float64)
 
     @classmethod
     def from_tensor(cls, values: torch.Tensor) -> CropGeometry:
-        top, left, size, hflip, vflip, rot = (int(v) for v in values)
-        return cls(top, left, size, bool(hflip), bool(vflip), rot)
+        top, left, size, hflip, vflip, rot = (int(v) for v in values[:6])
+        angle, zoom, shift_y, shift_x = (float(v) for v in values[6:10]) if len(values) >= 10 else (0.0, 1.0, 0, 0)
+        return cls(top, left, size, bool(hflip), bool(vflip), rot, angle, zoom, shift_y, shift_x)
 
 
 def sample_geometry(shape: tuple[int, int], size: int, rng: np.random.Generator, cfg: AugmentConfig | None) -> CropGeometry:
@@ -55,7 +71,12 @@ def sample_geometry(shape: tuple[int, int], size: int, rng: np.random.Generator,
     hflip = bool(rng.random() < cfg.hflip)
     vflip = bool(rng.random() < cfg.vflip)
     turns = int(rng.integers(0, 4)) if cfg.rot90 else 0
-    return CropGeometry(top, left, size, hflip, vflip, turns)
+    if not (cfg.affine_p > 0 and rng.random() < cfg.affine_p):
+        return CropGeometry(top, left, size, hflip, vflip, turns)
+    angle = float(rng.uniform(-cfg.rotate, cfg.rotate))
+    zoom = float(rng.uniform(1.0 - cfg.scale, 1.0 + cfg.scale))
+    shift_y, shift_x = (float(v) * size for v in rng.uniform(-cfg.shift, cfg.shift, size=2))
+    return CropGeometry(top, left, size, hflip, vflip, turns, angle, zoom, shift_y, shift_x)
 
 
 def apply_geometry(array: np.ndarray, geometry: CropGeometry, fill: float | None) -> np.ndarray:
@@ -75,7 +96,31 @@ def apply_geometry(array: np.ndarray, geometry: CropGeometry, fill: float | None
         out = out[::-1]
     if geometry.rot90:
         out = np.rot90(out, geometry.rot90)
-    return np.ascontiguousarray(out)
+    out = np.ascontiguousarray(out)
+    return warp_affine(out, geometry, nearest=fill is not None) if geometry.has_affine else out
+
+
+def warp_affine(array: np.ndarray, geometry: CropGeometry, nearest: bool) -> np.ndarray:
+    """Rotate, zoom and shift an H x W[ x C] crop about its centre, reflect-101 borders (scipy 'mirror');
+    images bilinear, target and state maps nearest (their values are classes, ignore or NaN)."""
+    theta = np.deg2rad(geometry.angle)
+    rotation = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])  # (row, col), inverse
+    matrix = rotation / geometry.zoom  # output -> input coordinates (the inverse of the forward turn)
+    centre = (np.array(array.shape[:2], dtype=np.float64) - 1) / 2
+    offset = centre - matrix @ (centre + np.array([geometry.shift_y, geometry.shift_x]))
+    order = 0 if nearest else 1
+
+    def warp(plane: np.ndarray) -> np.ndarray:
+        source = plane if nearest else plane.astype(np.float32)
+        warped = ndi.affine_transform(source, matrix, offset=offset, order=order, mode="mirror")
+        if nearest or not np.issubdtype(plane.dtype, np.integer):
+            return warped.astype(plane.dtype, copy=False)
+        limits = np.iinfo(plane.dtype)
+        return np.clip(np.rint(warped), limits.min, limits.max).astype(plane.dtype)
+
+    if array.ndim == 2:
+        return warp(array)
+    return np.stack([warp(array[..., c]) for c in range(array.shape[2])], axis=-1)
 
 
 def colour_jitter(image: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:
