@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, LambdaLR
 
 
 def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_steps: int = 100, min_factor: float = 0.01) -> LambdaLR:
@@ -23,3 +23,25 @@ def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_steps: int = 10
 def poly(optimizer: Optimizer, total_steps: int, power: float = 0.9) -> LambdaLR:
     """Polynomial decay (DeepLab): (1 - step / total) ** power."""
     return LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(1, total_steps)) ** power)
+
+
+def cosine_warm_restarts(
+    optimizer: Optimizer,
+    total_steps: int,
+    T_0: int = 2,
+    T_mult: int = 2,
+    eta_min: float = 1.0e-6,
+    cycles: int | None = None,
+) -> CosineAnnealingWarmRestarts:
+    """Cosine annealing with warm restarts, stepped every iteration.
+
+    `cycles=None` keeps `T_0` (the S2L reference: restarts at 2, 6, 14, ... iterations, so a short run stops
+    mid-cycle near the peak rate). `cycles=k` fits `T_0` so that k cycles end at `total_steps`: the last
+    checkpoint is then taken at the bottom of a cycle, as with any annealed schedule.
+    """
+    if cycles is not None:
+        if cycles < 1:
+            raise ValueError(f"scheduler.cycles must be >= 1 (or null for the fixed T_0), got {cycles}")
+        span = sum(T_mult**k for k in range(cycles))
+        T_0 = max(1, math.ceil(total_steps / span))
+    return CosineAnnealingWarmRestarts(optimizer, T_0=T_0, T_mult=T_mult, eta_min=eta_min)

@@ -142,7 +142,8 @@ def test_method_s2l_composes_on_dsb2018fluo_with_its_defaults(s2l_config):
     assert cfg.method.selection == "last" and cfg.method.module.ignore_index == cfg.supervision.ignore_index
     module = hydra.utils.instantiate(cfg.method.module, net=hydra.utils.instantiate(cfg.model))
     assert isinstance(module, Scribble2Label) and module.metric_prefix == "oracle"
-    assert isinstance(module.scheduler_factory(module.configure_optimizers()["optimizer"]),
+    optimizer = module.optimizer_factory(params=module.parameter_groups())
+    assert isinstance(module.scheduler_factory(optimizer, total_steps=100),
                       torch.optim.lr_scheduler.CosineAnnealingWarmRestarts)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
     assert (trainer.max_epochs, trainer.max_steps) == (3, -1)
