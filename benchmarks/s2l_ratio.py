@@ -1,7 +1,8 @@
 """Scribble2Label on DSB2018 fluorescence by scribble ratio, next to pCE only and full supervision: one table.
 
     python benchmarks/s2l_ratio.py [--data-root ../shared/data] [--epochs N] [--warmup-epochs N] [--quick]
-                                   [--out logs/bench_s2l] [--skip-existing] [extra Hydra overrides ...]
+                                   [--out logs/bench_s2l] [--seeds S ...] [--skip-existing]
+                                   [extra Hydra overrides ...]
 
 Every run is `experiment=s2l_unet_dsb2018fluo_cpu` (train: stage1_train fluorescence, the first 160 images;
 test: stage1_test fluorescence, 53 images; small U-Net with a ResNet-18 encoder, random init; 128 px crops,
@@ -14,6 +15,8 @@ The S2L and pCE runs use 4 cosine cycles fitted to the 600 steps, so every run e
 The runs the targets compare (S2L 30 %, pCE only 30 %, full supervision) are trained first.
 Cost on the shared 2-core CPU: 15-28 min per S2L run (30-55 s per epoch: 20 steps and an EMA update of 160 whole
 images, depending on the machine), 6-12 min for pCE only and for full supervision: 1 h 20 min to 2 h 15 min.
+`--seeds 42 7 13` trains every row once per seed (the scribbles stay those of supervision.seed) and prints the
+means with the AJI spread: at this budget one seed moves AJI by a few hundredths.
 `--quick` shrinks everything (8 images, 2 epochs) to check the script end to end (about 3 min).
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 from _run import DEFAULT_DATA_ROOT, REPO_ROOT, find_run_dir, read_metrics, run_train
 from omegaconf import OmegaConf
 
@@ -61,6 +65,21 @@ def budget_line(run_dir: Path) -> str:
             f"lr cycles {cfg.method.module.scheduler.get('cycles') or 'reference (T_0 2, T_mult 2)'}")
 
 
+def train_row(label: str, overrides: list[str], seed: int | None, args: argparse.Namespace,
+              out: Path) -> tuple[dict, dict, Path]:
+    """Train (or, with --skip-existing, reuse) one run of a row: its metrics, its cost and its folder."""
+    name = run_name(label)
+    folder = out / "train" / "runs" / name
+    done = sorted(folder.glob(f"seed{'*' if seed is None else seed}/metrics.json"))
+    if args.skip_existing and done:
+        cost = {"wall_s": float("nan"), "cpu_s": float("nan")}
+    else:
+        seed_override = [] if seed is None else [f"seed={seed}"]
+        cost = run_train([*overrides, *seed_override, f"experiment_name={name}", *args.overrides], out)
+    run_dir = find_run_dir(out, name) if seed is None else folder / f"seed{seed}"
+    return read_metrics(run_dir), cost, run_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
@@ -68,6 +87,9 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int, default=None, help="override method.warmup_epochs (S2L)")
     parser.add_argument("--quick", action="store_true", help="tiny budget: a smoke check of the script")
     parser.add_argument("--out", type=Path, default=None, help="log folder (default logs/bench_s2l[_quick])")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="train every row once per seed and print means (and the AJI spread); "
+                             "default: the experiment's seed only")
     parser.add_argument("--skip-existing", action="store_true", help="reuse runs that already wrote metrics.json")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
@@ -77,29 +99,30 @@ def main() -> None:
     common += [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
     common += [f"method.warmup_epochs={args.warmup_epochs}"] if args.warmup_epochs is not None else []
 
+    seeds = args.seeds or [None]  # None: the experiment's own seed
     rows = runs()
     results = [None] * len(rows)
     for index in run_order([label for label, _ in rows]):
         label, overrides = rows[index]
-        name = run_name(label)
-        existing = sorted((out / "train" / "runs" / name).glob("seed*/metrics.json"))
-        if args.skip_existing and existing:
-            cost = {"wall_s": float("nan"), "cpu_s": float("nan")}
-        else:
-            cost = run_train([*common, *overrides, f"experiment_name={name}", *args.overrides], out)
-        run_dir = find_run_dir(out, name)
-        results[index] = (label, read_metrics(run_dir), cost, run_dir)
+        runs_of_row = [train_row(label, [*common, *overrides], seed, args, out) for seed in seeds]
+        results[index] = (label, runs_of_row)
 
+    first_summary, _, first_run = results[0][1][0]
     print(f"\nScribble2Label on DSB2018 fluorescence (test: stage1_test fluorescence, "
-          f"{results[0][1]['n_images']} images), per-image means")
-    print(budget_line(results[0][3]))
-    header = f"{'run':<18}" + "".join(f"{title:>8}" for _, title in COLUMNS) + f"{'wall min':>10}{'CPU min':>9}"
+          f"{first_summary['n_images']} images), per-image means"
+          + (f", averaged over seeds {' '.join(map(str, seeds))}" if len(seeds) > 1 else ""))
+    print(budget_line(first_run))
+    spread = len(seeds) > 1
+    header = (f"{'run':<18}" + "".join(f"{title:>8}" for _, title in COLUMNS) + (f"{'AJI sd':>8}" if spread else "")
+              + f"{'wall min':>10}{'CPU min':>9}")
     print(header)
     print("-" * len(header))
-    for label, summary, cost, _ in results:
-        mean = summary["per_image_mean"]
-        print(f"{label:<18}" + "".join(f"{mean[key]:>8.4f}" for key, _ in COLUMNS)
-              + f"{cost['wall_s'] / 60:>10.1f}{cost['cpu_s'] / 60:>9.1f}")
+    for label, runs_of_row in results:
+        means = {key: np.mean([summary["per_image_mean"][key] for summary, _, _ in runs_of_row]) for key, _ in COLUMNS}
+        aji_sd = np.std([summary["per_image_mean"]["aji"] for summary, _, _ in runs_of_row])
+        wall, cpu = (sum(cost[k] for _, cost, _ in runs_of_row) / 60 for k in ("wall_s", "cpu_s"))
+        print(f"{label:<18}" + "".join(f"{means[key]:>8.4f}" for key, _ in COLUMNS)
+              + (f"{aji_sd:>8.4f}" if spread else "") + f"{wall:>10.1f}{cpu:>9.1f}")
     print(f"runs under {out / 'train' / 'runs'}; CPU = user + sys of all threads")
 
 
