@@ -11,7 +11,6 @@ batch 16, 2 crops per image and epoch, 30 epochs; last checkpoint):
   - pCE only at 0.3 (method.pce_only=true: the scribble loss alone),
   - full supervision: method=supervised with 2 classes (CE + Dice on the full masks, its own AdamW schedule),
     the same network, data, epochs and instance decoding (8-connected components, < 64 px removed).
-The S2L and pCE runs use 4 cosine cycles fitted to the 600 steps, so every run ends annealed.
 The runs the targets compare (S2L 30 %, pCE only 30 %, full supervision) are trained first.
 Cost on the shared 2-core CPU: 15-28 min per S2L run (30-55 s per epoch: 20 steps and an EMA update of 160 whole
 images, depending on the machine), 6-12 min for pCE only and for full supervision: 1 h 20 min to 2 h 15 min.
