@@ -56,11 +56,12 @@ def run_name(label: str) -> str:
 
 def budget_line(run_dir: Path) -> str:
     cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    schedule = cfg.method.module.scheduler
     return (f"budget per run: {cfg.trainer.max_epochs} epochs x {cfg.data.max_images or 'all'} training images x "
             f"{cfg.data.crops_per_image} crops of {cfg.data.crop} px, batch {cfg.data.batch_size}; model "
             f"{cfg.model.arch}/{cfg.model.encoder} (weights: {cfg.model.weights}); S2L warm-up "
             f"{cfg.method.get('warmup_epochs', '-')} epochs, EMA period {cfg.method.get('ema_period', '-')}, "
-            f"lr cycles {cfg.method.module.scheduler.get('cycles') or 'reference (T_0 2, T_mult 2)'}")
+            f"lr cycles {schedule.get('cycles') or f'fixed (T_0 {schedule.T_0}, T_mult {schedule.T_mult})'}")
 
 
 def train_row(label: str, overrides: list[str], seed: int | None, args: argparse.Namespace,
@@ -68,7 +69,7 @@ def train_row(label: str, overrides: list[str], seed: int | None, args: argparse
     """Train (or, with --skip-existing, reuse) one run of a row: its metrics, its cost and its folder."""
     name = run_name(label)
     folder = out / "train" / "runs" / name
-    done = sorted(folder.glob(f"seed{'*' if seed is None else seed}/metrics.json"))
+    done = any(folder.glob(f"seed{'*' if seed is None else seed}/metrics.json"))
     if args.skip_existing and done:
         cost = {"wall_s": float("nan"), "cpu_s": float("nan")}
     else:
