@@ -5,8 +5,9 @@
                                    [extra Hydra overrides ...]
 
 Every run is `experiment=s2l_unet_dsb2018fluo_cpu` (train: stage1_train fluorescence, the first 160 images;
-test: stage1_test fluorescence, 53 images; small U-Net with a ResNet-18 encoder, random init; 128 px crops,
-batch 16, 2 crops per image and epoch, 30 epochs; last checkpoint):
+test: stage1_test fluorescence, 53 images; each image's intensities stretched between its 1st and 99.8th
+percentiles; small U-Net with a ResNet-18 encoder, random init; 128 px crops, batch 16, 2 crops per image and
+epoch, 30 epochs; last checkpoint):
   - S2L at supervision.ratio 0.1 / 0.3 / 0.5 / 1.0 (warm-up 10 epochs, EMA update after every epoch),
   - pCE only at 0.3 (method.pce_only=true: the scribble loss alone),
   - full supervision: method=supervised with 2 classes (CE + Dice on the full masks, its own AdamW schedule),
@@ -36,18 +37,27 @@ SUPERVISED = ["method=supervised", "method.num_classes=2", "method.selection=las
 COLUMNS = (("aji", "AJI"), ("pq", "PQ"), ("dice", "Dice"), ("miou_bin", "mIoU"))
 
 
+PCE_30, FULL = "pCE only 30 %", "full supervision"
+
+
+def s2l_label(ratio: float) -> str:
+    return f"S2L {round(ratio * 100)} %"
+
+
+COMPARED = (s2l_label(0.3), PCE_30, FULL)  # the rows the targets compare: trained first
+
+
 def runs() -> list[tuple[str, list[str]]]:
     """(label, overrides) of every row of the table."""
-    rows = [(f"S2L {int(r * 100)} %", [f"supervision.ratio={r}"]) for r in (0.1, 0.3, 0.5, 1.0)]
-    rows.append(("pCE only 30 %", ["supervision.ratio=0.3", "method.pce_only=true"]))
-    rows.append(("full supervision", SUPERVISED))
+    rows = [(s2l_label(r), [f"supervision.ratio={r}"]) for r in (0.1, 0.3, 0.5, 1.0)]
+    rows.append((PCE_30, ["supervision.ratio=0.3", "method.pce_only=true"]))
+    rows.append((FULL, SUPERVISED))
     return rows
 
 
 def run_order(labels: list[str]) -> list[int]:
-    """Indices of the rows in the order they are trained: the rows the targets compare first."""
-    first = ("S2L 30 %", "pCE only 30 %", "full supervision")
-    return sorted(range(len(labels)), key=lambda i: (labels[i] not in first, i))
+    """Indices of the rows in the order they are trained: the compared rows first."""
+    return sorted(range(len(labels)), key=lambda i: (labels[i] not in COMPARED, i))
 
 
 def run_name(label: str) -> str:
@@ -57,8 +67,10 @@ def run_name(label: str) -> str:
 def budget_line(run_dir: Path) -> str:
     cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
     schedule = cfg.method.module.scheduler
+    stretch = cfg.data.get("stretch_percentiles")
     return (f"budget per run: {cfg.trainer.max_epochs} epochs x {cfg.data.max_images or 'all'} training images x "
-            f"{cfg.data.crops_per_image} crops of {cfg.data.crop} px, batch {cfg.data.batch_size}; model "
+            f"{cfg.data.crops_per_image} crops of {cfg.data.crop} px, batch {cfg.data.batch_size}, intensity stretch "
+            f"{list(stretch) if stretch else 'off'}; model "
             f"{cfg.model.arch}/{cfg.model.encoder} (weights: {cfg.model.weights}); S2L warm-up "
             f"{cfg.method.get('warmup_epochs', '-')} epochs, EMA period {cfg.method.get('ema_period', '-')}, "
             f"lr cycles {schedule.get('cycles') or f'fixed (T_0 {schedule.T_0}, T_mult {schedule.T_mult})'}")

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cellseg.data.datasets import TrainCropDataset, WholeImageDataset, collate_whole_images
+from cellseg.data.intensity import check_stretch, stretch_intensity
 from cellseg.data.layout import SplitLayout
 from cellseg.data.transforms import AugmentConfig
 from cellseg.utils.hashing import stable_seed
@@ -31,6 +32,7 @@ class NucleiDataModule(pl.LightningDataModule):
 
     A split is `folder` or `folder:subset`; a subset selects ids from `split_file` (columns id, split[, modality]).
     `val_holdout` moves that many training images (chosen by a seeded hash, not at random) to validation.
+    `stretch_percentiles` [low, high] stretches every image's intensities between these percentiles (null: off).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class NucleiDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         augment: dict | None = None,
         mpp: float | None = None,
+        stretch_percentiles: list[float] | None = None,
         weak_labels=None,
     ) -> None:
         super().__init__()
@@ -68,6 +71,7 @@ class NucleiDataModule(pl.LightningDataModule):
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.augment = AugmentConfig(**(augment or {})) if augment is not False else None
         self.mpp = mpp
+        self.stretch = check_stretch(stretch_percentiles)
         self.weak_labels = weak_labels
         self.target_transform: Callable[[np.ndarray | None, str], np.ndarray] | None = None
         self.val_targets = False
@@ -185,7 +189,7 @@ class NucleiDataModule(pl.LightningDataModule):
             raise RuntimeError("NucleiDataModule has neither weak_labels nor target files for training")
         images, targets = [], []
         for image_id in tqdm(ids, desc=f"loading {self.name} train", leave=False):
-            images.append(read_image(layout.image_path(image_id)))
+            images.append(stretch_intensity(read_image(layout.image_path(image_id)), self.stretch))
             raw = reader(paths[image_id]) if image_id in paths else None
             targets.append(self.target_transform(raw, kind, images[-1].shape[:2]))
         log.info("train: %d images of %s/%s, %d crops/epoch", len(ids), self.dataset, layout.split, len(ids) * self.crops_per_image)
@@ -209,7 +213,7 @@ class NucleiDataModule(pl.LightningDataModule):
     def whole_image_dataset(self, role: str, with_labels: bool) -> WholeImageDataset:
         layout, ids = self.layout(role if role != "val" or self.splits["val"] else "train"), self.ids(role)
         labels = [layout.label_path(i) for i in ids] if with_labels else None
-        return WholeImageDataset(ids, [layout.image_path(i) for i in ids], labels)
+        return WholeImageDataset(ids, [layout.image_path(i) for i in ids], labels, stretch=self.stretch)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cellseg.data.intensity import stretch_intensity
 from cellseg.data.transforms import (
     AugmentConfig,
     apply_geometry,
@@ -67,7 +68,8 @@ class TrainCropDataset(Dataset):
 
 
 class WholeImageDataset(Dataset):
-    """Whole images (validation, test, prediction), with their instance labels when `label_paths` is given."""
+    """Whole images (validation, test, prediction), with their instance labels when `label_paths` is given;
+    `stretch`: the percentiles of the data module's intensity stretch (cellseg/data/intensity.py), or None."""
 
     def __init__(
         self,
@@ -75,8 +77,10 @@ class WholeImageDataset(Dataset):
         image_paths: Sequence[Path],
         label_paths: Sequence[Path] | None = None,
         extra: Callable[[int], dict] | None = None,
+        stretch: tuple[float, float] | None = None,
     ) -> None:
         self.ids, self.image_paths = list(ids), list(image_paths)
+        self.stretch = stretch
         self.label_paths = list(label_paths) if label_paths is not None else None
         self.extra = extra
 
@@ -85,7 +89,7 @@ class WholeImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image = read_image(self.image_paths[index])
-        item = {"image": to_normalised_tensor(image), "id": self.ids[index], "index": index}
+        item = {"image": to_normalised_tensor(stretch_intensity(image, self.stretch)), "id": self.ids[index], "index": index}
         if self.label_paths is not None:
             label = read_label(self.label_paths[index])
             if label.shape != image.shape[:2]:

@@ -22,6 +22,7 @@ from cellseg.utils.hashing import sha256_file
 from cellseg.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
+CHECKPOINT_KEY = "s2l_ema"  # the checkpoint entry holding the maps, or the reference to their sidecar file
 
 EMA_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 STATE_VERSION = 1
@@ -203,12 +204,35 @@ def update_ema_maps(
 
 
 # ----- `ema_store: sidecar`: the maps in their own file, the checkpoint holds its name and sha256 ---------------
+def sidecar_path(maps: EmaMaps, folder: str | Path) -> Path:
+    return Path(folder) / f"ema_update{maps.n_updates:05d}.pt"
+
+
 def save_sidecar(maps: EmaMaps, folder: str | Path) -> dict:
     """Write the maps to `<folder>/ema_update<n>.pt` (atomic) and return the reference a checkpoint keeps."""
-    path = Path(folder) / f"ema_update{maps.n_updates:05d}.pt"
+    path = sidecar_path(maps, folder)
     with atomic_path(path) as tmp:
         torch.save(maps.state_dict(), tmp)
     return {"sidecar": str(path.resolve()), "sha256": sha256_file(path), "n_updates": maps.n_updates}
+
+
+def prune_sidecars(folder: str | Path, checkpoint_dirs: Sequence[str | Path], keep: str | Path) -> list[Path]:
+    """Delete the sidecar files of `folder` that no checkpoint in `checkpoint_dirs` refers to, except `keep` (the
+    file of the checkpoint being written); nothing is deleted when a checkpoint cannot be read. The deleted paths."""
+    referenced = {Path(keep).name}
+    for directory in checkpoint_dirs:
+        for checkpoint in sorted(Path(directory).glob("*.ckpt")):
+            try:  # mmap: only the pickled structure is read, not the weights
+                state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get(CHECKPOINT_KEY)
+            except Exception as error:  # noqa: BLE001 - an unreadable checkpoint must not lose its maps
+                log.warning("S2L EMA sidecars not pruned: cannot read %s (%s)", checkpoint, error)
+                return []
+            if isinstance(state, Mapping) and is_sidecar_reference(state):
+                referenced.add(Path(state["sidecar"]).name)
+    stale = [path for path in sorted(Path(folder).glob("ema_update*.pt")) if path.name not in referenced]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def is_sidecar_reference(state: Mapping) -> bool:

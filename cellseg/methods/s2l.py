@@ -19,14 +19,17 @@ from torchmetrics.aggregation import MeanMetric
 from cellseg.data.transforms import CropGeometry
 from cellseg.methods.dense import DenseSegmentationModule
 from cellseg.methods.ema_maps import (
+    CHECKPOINT_KEY,
     EmaMaps,
     broadcast_buffers,
     dtype_of,
     is_sidecar_reference,
     is_update_epoch,
     load_sidecar,
+    prune_sidecars,
     pseudo_labels,
     save_sidecar,
+    sidecar_path,
     update_ema_maps,
 )
 from cellseg.methods.losses import cross_entropy_or_zero
@@ -34,7 +37,6 @@ from cellseg.postproc.instances import INSTANCE_METHODS, semantic_to_instance
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEY = "s2l_ema"
 EMA_STORES = ("checkpoint", "sidecar")
 NET_PARTS = ("encoder", "decoder", "segmentation_head")
 
@@ -57,6 +59,7 @@ class Scribble2Label(DenseSegmentationModule):
         ema_dtype: str = "float16",
         ema_store: str = "checkpoint",
         ema_sidecar_dir: str | None = None,
+        ema_prune_sidecars: bool = True,
         lr_encoder: float = 3.0e-4,
         lr_decoder: float = 3.0e-3,
         faithful_frozen_head: bool = False,
@@ -75,6 +78,7 @@ class Scribble2Label(DenseSegmentationModule):
         if ema_store == "sidecar" and not ema_sidecar_dir:
             raise ValueError("method.ema_store=sidecar needs a folder for the map files (module.ema_sidecar_dir)")
         self.ema_store, self.ema_sidecar_dir = ema_store, ema_sidecar_dir
+        self.ema_prune_sidecars = bool(ema_prune_sidecars)
         dtype_of(ema_dtype)  # fail now, not at the first checkpoint
         missing = [name for name in NET_PARTS if getattr(net, name, None) is None]
         if missing:
@@ -215,6 +219,18 @@ class Scribble2Label(DenseSegmentationModule):
             checkpoint[CHECKPOINT_KEY] = self.ema.state_dict()
         elif self._trainer is None or self.trainer.is_global_zero:  # every rank holds the same maps
             checkpoint[CHECKPOINT_KEY] = save_sidecar(self.ema, self.ema_sidecar_dir)
+            self.prune_sidecars()
+
+    def on_fit_end(self) -> None:
+        self.prune_sidecars()  # the checkpoint callbacks may have deleted checkpoints after the last save
+
+    def prune_sidecars(self) -> None:
+        """Sidecar files no checkpoint of this run refers to are deleted (except the current maps' file)."""
+        if self.ema is None or self.ema_store != "sidecar" or not self.ema_prune_sidecars or self._trainer is None:
+            return
+        if self.trainer.is_global_zero:
+            dirs = [cb.dirpath for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+            prune_sidecars(self.ema_sidecar_dir, dirs, keep=sidecar_path(self.ema, self.ema_sidecar_dir))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if CHECKPOINT_KEY in checkpoint:

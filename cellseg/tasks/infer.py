@@ -1,6 +1,7 @@
 """`python infer.py ckpt_path=RUN/checkpoints/last.ckpt input_dir=DIR`: instance maps and exports for new images.
 
-The network is rebuilt from the training run's own config (`<run>/.hydra/config.yaml`, beside `checkpoints/`).
+The network is rebuilt from the training run's own config (`<run>/.hydra/config.yaml`, beside `checkpoints/`),
+and images get the intensity stretch the run trained with (`data.stretch_percentiles`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from cellseg.data.intensity import check_stretch, stretch_intensity
 from cellseg.data.layout import IMAGE_SUFFIXES
 from cellseg.data.transforms import to_normalised_tensor
 from cellseg.inference.writers import write_geojson, write_instance_tiff, write_instances_csv
@@ -24,12 +26,16 @@ log = logging.getLogger(__name__)
 OUTPUT_KINDS = ("png", "tiff", "geojson", "csv")
 
 
-def load_module_from_checkpoint(ckpt_path: Path):
-    """Rebuild model + LightningModule from the run config saved next to the checkpoint, then load the weights."""
+def load_run_config(ckpt_path: Path) -> DictConfig:
+    """The training run's config, saved next to its checkpoints folder."""
     run_config = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
     if not run_config.is_file():
         raise FileNotFoundError(f"no run config {run_config} for checkpoint {ckpt_path}: expected <run>/checkpoints/*.ckpt")
-    train_cfg = OmegaConf.load(run_config)
+    return OmegaConf.load(run_config)
+
+
+def load_module_from_checkpoint(ckpt_path: Path, train_cfg: DictConfig):
+    """Rebuild model + LightningModule from the run's config, then load the checkpoint's weights."""
     net = hydra.utils.instantiate(train_cfg.model)
     module = hydra.utils.instantiate(train_cfg.method.module, net=net)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -46,11 +52,13 @@ def infer(cfg: DictConfig) -> dict:
     images = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if input_dir.is_dir() else []
     if not images:
         raise FileNotFoundError(f"input_dir={input_dir} holds no .png/.tif image")
-    module = load_module_from_checkpoint(Path(cfg.ckpt_path)).to(cfg.accelerator)
+    train_cfg = load_run_config(Path(cfg.ckpt_path))
+    stretch = check_stretch(train_cfg.data.get("stretch_percentiles"), key="the run's data.stretch_percentiles")
+    module = load_module_from_checkpoint(Path(cfg.ckpt_path), train_cfg).to(cfg.accelerator)
     module.inference.update({k: cfg.infer[k] for k in ("tile", "overlap", "hflip")})
     for path in tqdm(images, desc="inference"):
         image = read_image(path)
-        label = module.predict_instances(to_normalised_tensor(image))
+        label = module.predict_instances(to_normalised_tensor(stretch_intensity(image, stretch)))
         write_outputs(out_dir, path.stem, image, label, outputs, cfg.infer)
     log.info("wrote %s for %d images into %s", ", ".join(outputs), len(images), out_dir)
     return {"images": len(images)}

@@ -27,9 +27,9 @@ def run(script: str, *overrides: str, cwd: Path | None = None) -> subprocess.Com
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
-    # run from another working directory: outputs must not depend on it
+    # run from another working directory: outputs must not depend on it; infer.py must repeat the stretch
     result = run("train.py", "debug=smoke", f"hydra.run.dir={out}", f"paths.cache_dir={out.parent / 'cache'}",
-                 cwd=out.parent)
+                 "data.stretch_percentiles=[1,99.8]", cwd=out.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -80,6 +80,16 @@ def test_infer_writes_every_output_format(trained_run, tmp_path):
         assert sorted(p.stem for p in (out / folder).glob(f"*{suffix}")) == ids, folder
     collection = json.loads((out / "geojson" / f"{ids[0]}.geojson").read_text())
     assert collection["type"] == "FeatureCollection"
+
+
+def test_infer_reproduces_the_runs_test_predictions_with_its_intensity_stretch(trained_run, tmp_path):
+    out = tmp_path / "infer"
+    # the module's own inference settings (method=supervised), so only the preprocessing could differ
+    result = run("infer.py", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"input_dir={SAMPLE_TEST / 'images'}",
+                 f"hydra.run.dir={out}", "infer.tile=512", "infer.overlap=64", "infer.hflip=false", "infer.outputs=[png]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for expected in sorted((trained_run / "predictions" / "test").glob("*.png")):
+        assert (read_label(out / "instances" / expected.name) == read_label(expected)).all(), expected.name
 
 
 def test_infer_names_a_missing_input_folder(trained_run, tmp_path):

@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
+from cellseg.data.intensity import stretch_intensity
 from cellseg.methods.coin.bookkeeping import Stage, profiled, read_json
 from cellseg.methods.coin.module import binary_to_instances
 from cellseg.methods.coin.prototypes import PrototypeAccumulator
@@ -128,8 +129,11 @@ class CoinPipeline:
                                        augment=as_container(train.get("augment")) or {})
 
     def data_identity(self) -> dict:
-        return {"root": str(self.layout.root), "dataset": self.layout.dataset, "split": self.layout.split,
-                "ids": self.ids}
+        identity = {"root": str(self.layout.root), "dataset": self.layout.dataset, "split": self.layout.split,
+                    "ids": self.ids}
+        if self.datamodule.stretch is not None:  # only when set: unstretched stage hashes stay as they were
+            identity["stretch_percentiles"] = list(self.datamodule.stretch)
+        return identity
 
     def stage(self, name: str, round_: int, config: dict, inputs: list[Stage], cacheable: bool = False) -> Stage:
         stage = Stage(name, round_, self.output_dir / f"{name}_{round_}", config, [s.hash for s in inputs],
@@ -138,7 +142,7 @@ class CoinPipeline:
         return stage
 
     def image(self, image_id: str) -> np.ndarray:
-        return read_image(self.layout.image_path(image_id))
+        return stretch_intensity(read_image(self.layout.image_path(image_id)), self.datamodule.stretch)
 
     def progress(self, desc: str):
         return tqdm(self.ids, desc=desc, unit="image", leave=False)

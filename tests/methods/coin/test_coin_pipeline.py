@@ -13,6 +13,7 @@ import pytest
 import torch
 from coin_pipeline_synth import compose_coin, make_dataset
 
+from cellseg.data.intensity import stretch_intensity
 from cellseg.methods.coin import pipeline as coin_pipeline
 from cellseg.methods.coin.bookkeeping import Stage
 from cellseg.methods.coin.oracle import pseudo_label_quality, summarise_quality
@@ -271,3 +272,12 @@ def test_heatmaps_from_blocks_with_global_or_per_image_foreground_prototype():
     np.testing.assert_allclose(global_fg, cosine_heatmaps(feats, mu_bg, mu_fg), atol=1e-6)
     assert image_heatmaps(whole, np.zeros_like(ucis), None) is None  # no foreground: no per-image prototype
     assert image_heatmaps(whole, np.ones_like(ucis), mu_fg) is None  # no background
+
+
+def test_intensity_stretch_reaches_the_stages_and_keys_their_hashes_only_when_set(tmp_path, data_root):
+    plain = CoinPipeline(compose_coin(tmp_path, data_root=data_root))
+    stretched = CoinPipeline(compose_coin(tmp_path, "data.stretch_percentiles=[5,95]", data_root=data_root))
+    assert "stretch_percentiles" not in plain.data_identity()  # unchanged hashes for existing caches
+    assert stretched.data_identity()["stretch_percentiles"] == [5.0, 95.0]
+    image_id = plain.ids[0]
+    np.testing.assert_array_equal(stretched.image(image_id), stretch_intensity(plain.image(image_id), (5.0, 95.0)))

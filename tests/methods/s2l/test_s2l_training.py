@@ -16,6 +16,7 @@ from s2l_helpers import REPO_ROOT, make_module
 import cellseg.utils.io
 from cellseg.data import NucleiDataModule
 from cellseg.data.weak import ScribbleLabels
+from cellseg.methods.ema_maps import prune_sidecars
 from cellseg.methods.s2l import Scribble2Label
 from cellseg.tasks.common import ConfigError, check_monitors, check_supervision
 from cellseg.tasks.train import train
@@ -95,6 +96,36 @@ def test_stop_and_resume_reproduces_the_ema_maps_exactly(tmp_path, save_on_train
     saved = torch.load(tmp_path / "resumed" / "last.ckpt", weights_only=True)["s2l_ema"]
     assert saved["n_updates"] == (2 if save_on_train_epoch_end else 1)
     assert ("maps" in saved) == (ema_store == "checkpoint")  # a sidecar reference holds no tensor
+
+
+@pytest.mark.parametrize("prune", [True, False])
+def test_sidecar_files_no_checkpoint_refers_to_are_pruned(tmp_path, prune):
+    module = make_module(warmup_epochs=1, ema_period=1, ema_store="sidecar", ema_sidecar_dir=str(tmp_path / "ema_maps"),
+                         ema_prune_sidecars=prune)
+    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True, every_n_epochs=1,
+                                               save_on_train_epoch_end=True)  # keeps last.ckpt and the latest epoch
+    fit(module, sample_datamodule(tmp_path / "cache"), max_epochs=4, callbacks=[checkpoints])
+    referenced = {Path(torch.load(ck, weights_only=True)["s2l_ema"]["sidecar"]).name
+                  for ck in (tmp_path / "ck").glob("*.ckpt")}
+    on_disk = {p.name for p in (tmp_path / "ema_maps").glob("*.pt")}
+    assert module.ema.n_updates == 4 and referenced == {"ema_update00004.pt"}
+    assert on_disk == (referenced if prune else {f"ema_update{n:05d}.pt" for n in range(1, 5)})
+    restored = make_module(ema_store="sidecar", ema_sidecar_dir=str(tmp_path / "ema_maps"))
+    restored.on_load_checkpoint(torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True))
+    assert all(torch.equal(restored.ema[i], module.ema[i]) for i in module.ema.ids)
+
+
+def test_pruning_keeps_every_file_when_a_checkpoint_cannot_be_read(tmp_path):
+    folder, ck = tmp_path / "ema_maps", tmp_path / "ck"
+    folder.mkdir(), ck.mkdir()
+    for n in (1, 2, 3):
+        (folder / f"ema_update{n:05d}.pt").write_bytes(b"maps")
+    torch.save({"s2l_ema": {"sidecar": str(folder / "ema_update00002.pt"), "sha256": "x"}}, ck / "a.ckpt")
+    assert [p.name for p in prune_sidecars(folder, [ck], keep=folder / "ema_update00003.pt")] == ["ema_update00001.pt"]
+    (ck / "broken.ckpt").write_bytes(b"not a checkpoint")
+    (folder / "ema_update00004.pt").write_bytes(b"maps")
+    assert prune_sidecars(folder, [ck], keep=folder / "ema_update00004.pt") == []
+    assert len(list(folder.glob("*.pt"))) == 3
 
 
 def test_resume_on_other_training_images_is_refused(tmp_path):
