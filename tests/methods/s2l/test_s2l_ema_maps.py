@@ -1,4 +1,4 @@
-"""EMA arithmetic, the tau rule, sharding and the checkpoint state of Scribble2Label's maps (s2l.md A3)."""
+"""EMA arithmetic, the tau rule, sharding, the checkpoint state and sidecar pruning of Scribble2Label's maps (s2l.md A3)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from cellseg.methods.ema_maps import (
     compute_shard_updates,
     ema_blend,
     is_update_epoch,
+    prune_sidecars,
     pseudo_labels,
     shard,
     update_ema_maps,
@@ -141,3 +142,16 @@ def test_shard_updates_of_two_ranks_together_equal_one_process():
     assert not set(parts[0]) & set(parts[1])
     merged = {**parts[0], **parts[1]}
     assert set(merged) == set(single) and all(torch.equal(merged[k], single[k]) for k in single)
+
+
+def test_pruning_keeps_every_file_when_a_checkpoint_cannot_be_read(tmp_path):
+    folder, ck = tmp_path / "ema_maps", tmp_path / "ck"
+    folder.mkdir(), ck.mkdir()
+    for n in (1, 2, 3):
+        (folder / f"ema_update{n:05d}.pt").write_bytes(b"maps")
+    torch.save({"s2l_ema": {"sidecar": str(folder / "ema_update00002.pt"), "sha256": "x"}}, ck / "a.ckpt")
+    assert [p.name for p in prune_sidecars(folder, [ck], keep=folder / "ema_update00003.pt")] == ["ema_update00001.pt"]
+    (ck / "broken.ckpt").write_bytes(b"not a checkpoint")
+    (folder / "ema_update00004.pt").write_bytes(b"maps")
+    assert prune_sidecars(folder, [ck], keep=folder / "ema_update00004.pt") == []
+    assert len(list(folder.glob("*.pt"))) == 3

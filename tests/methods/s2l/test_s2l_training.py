@@ -16,7 +16,6 @@ from s2l_helpers import REPO_ROOT, make_module
 import cellseg.utils.io
 from cellseg.data import NucleiDataModule
 from cellseg.data.weak import ScribbleLabels
-from cellseg.methods.ema_maps import prune_sidecars
 from cellseg.methods.s2l import Scribble2Label
 from cellseg.tasks.common import ConfigError, check_monitors, check_supervision
 from cellseg.tasks.train import train
@@ -113,19 +112,6 @@ def test_sidecar_files_no_checkpoint_refers_to_are_pruned(tmp_path, prune):
     restored = make_module(ema_store="sidecar", ema_sidecar_dir=str(tmp_path / "ema_maps"))
     restored.on_load_checkpoint(torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True))
     assert all(torch.equal(restored.ema[i], module.ema[i]) for i in module.ema.ids)
-
-
-def test_pruning_keeps_every_file_when_a_checkpoint_cannot_be_read(tmp_path):
-    folder, ck = tmp_path / "ema_maps", tmp_path / "ck"
-    folder.mkdir(), ck.mkdir()
-    for n in (1, 2, 3):
-        (folder / f"ema_update{n:05d}.pt").write_bytes(b"maps")
-    torch.save({"s2l_ema": {"sidecar": str(folder / "ema_update00002.pt"), "sha256": "x"}}, ck / "a.ckpt")
-    assert [p.name for p in prune_sidecars(folder, [ck], keep=folder / "ema_update00003.pt")] == ["ema_update00001.pt"]
-    (ck / "broken.ckpt").write_bytes(b"not a checkpoint")
-    (folder / "ema_update00004.pt").write_bytes(b"maps")
-    assert prune_sidecars(folder, [ck], keep=folder / "ema_update00004.pt") == []
-    assert len(list(folder.glob("*.pt"))) == 3
 
 
 def test_resume_on_other_training_images_is_refused(tmp_path):
