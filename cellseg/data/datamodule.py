@@ -16,6 +16,13 @@ from tqdm.auto import tqdm
 from cellseg.data.datasets import TrainCropDataset, WholeImageDataset, collate_whole_images
 from cellseg.data.intensity import check_stretch, stretch_intensity
 from cellseg.data.layout import SplitLayout
+from cellseg.data.sampling import (
+    StreamDataLoader,
+    StreamSampler,
+    batches_per_epoch,
+    limited_batches,
+    stream_position,
+)
 from cellseg.data.transforms import AugmentConfig
 from cellseg.utils.hashing import stable_seed
 from cellseg.utils.io import read_image, read_label
@@ -57,11 +64,17 @@ class NucleiDataModule(pl.LightningDataModule):
         augment: dict | None = None,
         mpp: float | None = None,
         stretch_percentiles: list[float] | None = None,
+        seed: int = 0,
         weak_labels=None,
     ) -> None:
         super().__init__()
         if modality is not None and modality not in MODALITIES:
             raise ValueError(f"data.modality={modality!r}; expected one of {MODALITIES} or null")
+        check_positive(crop=crop, crops_per_image=crops_per_image, batch_size=batch_size,
+                       eval_batch_size=eval_batch_size)
+        if num_workers < 0 or val_holdout < 0 or (max_images is not None and max_images < 1):
+            raise ValueError(f"data.num_workers={num_workers}, data.val_holdout={val_holdout}, "
+                             f"data.max_images={max_images}: expected >= 0, >= 0 and null or >= 1")
         self.name, self.root, self.dataset = name, Path(root), dataset
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.split_file, self.modality = split_file, modality
@@ -72,6 +85,7 @@ class NucleiDataModule(pl.LightningDataModule):
         self.augment = AugmentConfig(**(augment or {})) if augment is not False else None
         self.mpp = mpp
         self.stretch = check_stretch(stretch_percentiles)
+        self.seed = int(seed)
         self.weak_labels = weak_labels
         self.target_transform: Callable[[np.ndarray | None, str], np.ndarray] | None = None
         self.val_targets = False
@@ -216,15 +230,43 @@ class NucleiDataModule(pl.LightningDataModule):
         return WholeImageDataset(ids, [layout.image_path(i) for i in ids], labels, stretch=self.stretch)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self._datasets["train"],
+        """Batches of the seeded data stream (`StreamSampler`), started where the trainer's global step left it."""
+        dataset = self._datasets["train"]
+        rank, world_size = self._rank_and_world_size()
+        sampler = StreamSampler(dataset, seed=self.seed, num_replicas=world_size, rank=rank)
+        drop_last = len(sampler) > self.batch_size
+        self._start_stream_where_the_trainer_is(sampler, drop_last)
+        return StreamDataLoader(
+            dataset,
             batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=len(self._datasets["train"]) > self.batch_size,
+            sampler=sampler,
+            # its own generator: creating an epoch's iterator must not draw from the global RNG
+            generator=torch.Generator().manual_seed(self.seed),
+            drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _rank_and_world_size(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return int(trainer.global_rank), int(trainer.world_size)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _start_stream_where_the_trainer_is(self, sampler: StreamSampler, drop_last: bool) -> None:
+        """A resumed fit (global step k > 0) continues the stream at its k-th batch: epoch k // L, batch k % L."""
+        trainer = getattr(self, "trainer", None)
+        steps = int(trainer.global_step) if trainer is not None else 0
+        if steps == 0:
+            return
+        epoch_batches = limited_batches(batches_per_epoch(len(sampler), self.batch_size, drop_last),
+                                        trainer.limit_train_batches)
+        epoch, batches = stream_position(steps * int(trainer.accumulate_grad_batches), epoch_batches)
+        sampler.start_at(epoch, batches * self.batch_size)
+        log.info("data stream resumed at epoch %d, batch %d (global step %d)", epoch, batches, steps)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader(self._datasets["val"]) if "val" in self._datasets else []
@@ -252,3 +294,10 @@ class NucleiDataModule(pl.LightningDataModule):
             "augment": asdict(self.augment) if self.augment else None,
         }
 
+
+def check_positive(**sizes: int) -> None:
+    """One error naming every `data.<key>` that is not a positive integer."""
+    bad = {key: value for key, value in sizes.items() if not isinstance(value, int) or value < 1}
+    if bad:
+        listed = ", ".join(f"data.{key}={value}" for key, value in bad.items())
+        raise ValueError(f"{listed}: expected positive integers")

@@ -17,6 +17,7 @@ from cellseg.data.transforms import (
     sample_geometry,
     to_normalised_tensor,
 )
+from cellseg.utils.hashing import stable_seed
 from cellseg.utils.io import read_image, read_label
 
 
@@ -49,9 +50,10 @@ class TrainCropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images) * self.crops_per_image
 
-    def __getitem__(self, index: int) -> dict:
-        # Seeded from torch's RNG: differs per epoch and worker, reproducible under seed_everything(workers=True).
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        """`item` is `(index, sample_seed)` as `StreamSampler` yields it; a plain index seeds from itself."""
+        index, seed = item if isinstance(item, tuple) else (item, stable_seed("crop", item))
+        rng = np.random.default_rng(seed)
         which = index % len(self.images)
         geometry = sample_geometry(self.targets[which].shape, self.crop, rng, self.augment)
         image = torch.from_numpy(apply_geometry(self.images[which], geometry, fill=None)).permute(2, 0, 1)

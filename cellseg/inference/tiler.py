@@ -37,6 +37,16 @@ class TileGrid:
             yield slice(row, row + th), slice(col, col + tw)
 
 
+def check_tiling(tile: int, overlap: int, batch_size: int = 1, pad_multiple: int = 32, key: str = "") -> None:
+    """One error naming the bad tiling setting (`key` prefixes the names, e.g. `method.module.inference.`)."""
+    if pad_multiple < 1 or tile < 1 or tile % pad_multiple:
+        raise ValueError(f"{key}tile={tile} must be a positive multiple of pad_multiple={pad_multiple}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"{key}overlap={overlap}; expected 0 <= overlap < tile={tile}")
+    if batch_size < 1:
+        raise ValueError(f"{key}batch_size={batch_size}; expected >= 1")
+
+
 def _axis_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Starts of tiles of size `tile` covering [0, length): stride tile - overlap, last tile flush."""
     if length <= tile:
@@ -52,10 +62,7 @@ def tile_grid(
     """The tiles `predict_tiled` runs; an axis <= `tile` is one tile padded up to a multiple of `pad_multiple`."""
     if height < 1 or width < 1:
         raise ValueError(f"image of size {height} x {width}; expected at least 1 x 1")
-    if pad_multiple < 1 or tile < 1 or tile % pad_multiple:
-        raise ValueError(f"tile={tile} must be a positive multiple of pad_multiple={pad_multiple}")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap={overlap}; expected 0 <= overlap < tile={tile}")
+    check_tiling(tile, overlap, pad_multiple=pad_multiple)
     tile_shape, padded_shape, starts = [], [], []
     for length in (height, width):
         size = tile if length > tile else pad_multiple * math.ceil(length / pad_multiple)

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 
 from cellseg.data.transforms import denormalise
-from cellseg.inference.tiler import predict_tiled
+from cellseg.inference.tiler import check_tiling, predict_tiled
 from cellseg.metrics import InstanceSegMetrics
 from cellseg.utils.io import write_image
 from cellseg.utils.overlay import overlay_instances, side_by_side
@@ -42,6 +42,8 @@ class DenseSegmentationModule(pl.LightningModule):
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.inference = {"tile": 512, "overlap": 64, "hflip": False, "batch_size": 2, **(inference or {})}
+        check_tiling(int(self.inference["tile"]), int(self.inference["overlap"]), int(self.inference["batch_size"]),
+                     key="method.module.inference.")
         self.metric_prefix, self.log_images = metric_prefix, log_images
         self.val_metrics = InstanceSegMetrics(per_image=True)
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torchmetrics.aggregation import MeanMetric
 
+from cellseg.callbacks import LastCheckpoint
 from cellseg.data.transforms import CropGeometry
 from cellseg.methods.dense import DenseSegmentationModule
 from cellseg.methods.ema_maps import (
@@ -229,7 +230,8 @@ class Scribble2Label(DenseSegmentationModule):
         if self.ema is None or self.ema_store != "sidecar" or not self.ema_prune_sidecars or self._trainer is None:
             return
         if self.trainer.is_global_zero:
-            dirs = [cb.dirpath for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+            writers = (*self.trainer.checkpoint_callbacks, *(c for c in self.trainer.callbacks if isinstance(c, LastCheckpoint)))
+            dirs = sorted({str(cb.dirpath) for cb in writers if getattr(cb, "dirpath", None)})
             prune_sidecars(self.ema_sidecar_dir, dirs, keep=sidecar_path(self.ema, self.ema_sidecar_dir))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cellseg.tasks.common import check_supervision, metric_for_sweeper, run_task
 from cellseg.tasks.compose import compose_config
-from cellseg.tasks.train import train
+from cellseg.tasks.train import prepare_training_run, train
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def run_search(overrides: list[str]) -> optuna.Study:
         trial_overrides = [*overrides, *(f"{k}={v}" for k, v in sampled.items())]
         cfg = compose_config("train", trial_overrides, root / f"trial_{trial.number:04d}")
         log.info("trial %d: %s", trial.number, sampled)
+        prepare_training_run(cfg)
         value = metric_for_sweeper(cfg, run_task(cfg, train))
         if value is None:
             raise RuntimeError(f"trial {trial.number} produced no {cfg.optimized_metric}")

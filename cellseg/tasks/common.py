@@ -1,4 +1,4 @@
-"""Pieces every task shares: config checks, instantiation of callbacks and loggers, run wrapper."""
+"""Pieces every task shares: config checks and the run wrapper (status, stale results, W&B clean-up)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from cellseg.utils.project import save_run_info
+from cellseg.evaluation import METRICS_JSON, PER_IMAGE_CSV
+from cellseg.utils.project import save_run_info, set_run_status
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 FORBIDDEN_MONITOR_PREFIXES = ("oracle/", "test/")
 # validation keys computed from the regime's own weak labels, never from validation ground truth
 WEAK_LABEL_MONITORS = ("val/scribble_loss",)
+# What a task run leaves as its result; an earlier run's copies are removed before a new run starts.
+RESULT_FILES = (METRICS_JSON, PER_IMAGE_CSV)
 
 
 class ConfigError(ValueError):
@@ -52,13 +54,6 @@ def check_monitors(cfg: DictConfig) -> None:
             )
 
 
-def instantiate_list(node: DictConfig | None) -> list:
-    """A dict of `_target_` nodes (callbacks, loggers) -> a list of objects; null entries are skipped."""
-    if not node:
-        return []
-    return [hydra.utils.instantiate(value) for value in node.values() if value and "_target_" in value]
-
-
 def apply_extras(cfg: DictConfig) -> None:
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
@@ -80,14 +75,33 @@ def finish_wandb() -> None:
 
 
 def run_task(cfg: DictConfig, task: Callable[[DictConfig], dict]) -> dict:
-    """Extras, run bookkeeping, the task itself, and W&B clean-up whatever happens."""
+    """Extras, run bookkeeping, the task itself, and W&B clean-up whatever happens.
+
+    Result files an earlier task left in the run folder are removed first, and run_info.json says whether this
+    one `completed` or `failed`: a folder never shows an old success beside a new failure.
+    """
     apply_extras(cfg)
-    if pl.utilities.rank_zero_only.rank == 0:
-        save_run_info(cfg, Path(cfg.paths.output_dir))
+    output_dir = Path(cfg.paths.output_dir)
+    rank_zero = pl.utilities.rank_zero_only.rank == 0
+    if rank_zero:
+        remove_stale_results(output_dir)
+        save_run_info(cfg, output_dir)
     try:
-        return task(cfg)
+        metrics = task(cfg)
+    except BaseException as error:
+        if rank_zero:
+            set_run_status(output_dir, "failed", f"{type(error).__name__}: {error}")
+        raise
     finally:
         finish_wandb()
+    if rank_zero:
+        set_run_status(output_dir, "completed")
+    return metrics
+
+
+def remove_stale_results(output_dir: Path) -> None:
+    for name in RESULT_FILES:
+        (output_dir / name).unlink(missing_ok=True)
 
 
 def metric_for_sweeper(cfg: DictConfig, metrics: dict) -> float | None:

@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 
 from cellseg.data.layout import SplitLayout
 from cellseg.evaluation import evaluate_predictions, format_table
-from cellseg.tasks.common import instantiate_list, run_task
+from cellseg.pipeline.trainer import instantiate_list
+from cellseg.tasks.common import run_task
 from cellseg.utils.project import CONFIG_DIR, set_project_root_env
 
 log = logging.getLogger(__name__)

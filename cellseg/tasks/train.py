@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from cellseg.callbacks import LastCheckpoint
+from cellseg.callbacks.last_checkpoint import LAST_NAME
 from cellseg.evaluation import evaluate_predictions, format_table
 from cellseg.inference.prediction_writer import InstanceMapWriter
+from cellseg.pipeline.trainer import build_callbacks, build_loggers, build_trainer
 from cellseg.tasks.common import (
     ConfigError,
     check_monitors,
     check_supervision,
-    instantiate_list,
     metric_for_sweeper,
     run_task,
 )
-from cellseg.tasks.wandb_resume import build_loggers, with_run_id_callback
 from cellseg.utils.project import CONFIG_DIR, set_project_root_env
 
 log = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+# What `overwrite=true` keeps of an earlier run in the same folder: Hydra's record of this job and its log file.
+KEPT_ON_OVERWRITE = (".hydra",)
 
 
 def build(cfg: DictConfig):
@@ -33,10 +39,7 @@ def build(cfg: DictConfig):
     module = hydra.utils.instantiate(cfg.method.module, net=net)
     datamodule.configure_targets(module.train_target, module.ignore_index, module.uses_val_targets)
     loggers = build_loggers(cfg.get("logger"), resolve_resume(cfg) if cfg.get("train") else None)
-    callbacks = with_run_id_callback(instantiate_list(cfg.get("callbacks")), loggers)
-    if not loggers:  # nothing to report learning rates to
-        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks"), loggers), loggers)
     return datamodule, module, trainer
 
 
@@ -46,21 +49,60 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     if path is None:
         return None
     if path == "last":
-        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        last = Path(cfg.paths.output_dir) / CHECKPOINTS_DIR / LAST_NAME
         return str(last) if last.is_file() else None
     if not Path(path).is_file():
         raise FileNotFoundError(f"ckpt_path={path} does not exist")
     return str(path)
 
 
+def check_run_request(cfg: DictConfig) -> None:
+    """Refuse, before anything is written, a run whose result would not be what it claims to be."""
+    train, test, ckpt = bool(cfg.get("train")), bool(cfg.get("test")), cfg.get("ckpt_path")
+    if not train and not test:
+        raise ConfigError("train=false test=false: nothing to do")
+    if not train and ckpt is None:
+        raise ConfigError("train=false needs ckpt_path=<checkpoint> (or ckpt_path=last): without training or a "
+                          "checkpoint the test split would score a randomly initialised network")
+    if not train and ckpt == "last" and resolve_resume(cfg) is None:
+        raise ConfigError(f"train=false ckpt_path=last but {Path(cfg.paths.output_dir) / CHECKPOINTS_DIR / LAST_NAME} "
+                          "does not exist")
+    if train:
+        for key in ("max_steps", "max_epochs"):
+            if cfg.trainer.get(key) == 0:
+                raise ConfigError(f"trainer.{key}=0 trains nothing: the test split would score an untrained "
+                                  "network (use train=false ckpt_path=<checkpoint> to evaluate a checkpoint)")
+
+
+def prepare_run_folder(cfg: DictConfig) -> None:
+    """A fresh fit (no ckpt_path) never mixes with an earlier run's checkpoints in the same folder: refused, or
+    with `overwrite=true` the earlier run's outputs are deleted first."""
+    output_dir = Path(cfg.paths.output_dir)
+    if not cfg.get("train") or cfg.get("ckpt_path") is not None:
+        return
+    earlier = sorted((output_dir / CHECKPOINTS_DIR).glob("*.ckpt"))
+    if not earlier:
+        return
+    if not cfg.get("overwrite"):
+        raise ConfigError(
+            f"{output_dir} already holds checkpoints of an earlier run ({earlier[0].name}, ...): resume it with "
+            "ckpt_path=last, start over with overwrite=true (deletes its outputs), or write elsewhere "
+            "(another seed, experiment_name or hydra.run.dir)")
+    log.warning("overwrite=true: deleting the earlier run's outputs in %s", output_dir)
+    for entry in output_dir.iterdir():
+        if entry.name in KEPT_ON_OVERWRITE or entry.suffix == ".log":
+            continue
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
 def select_checkpoint(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
     """The checkpoint the test split sees: `best` (on the method's allowed monitor) or `last`; never test data."""
-    callback = trainer.checkpoint_callback
-    if callback is None:
-        return resolve_resume(cfg)
-    if cfg.method.selection == "best" and callback.best_model_path:
-        return callback.best_model_path
-    return callback.last_model_path or resolve_resume(cfg)
+    if cfg.method.selection == "best" and trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
+        return trainer.checkpoint_callback.best_model_path
+    last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+    if last is not None and last.path.is_file():
+        return str(last.path)
+    return resolve_resume(cfg)
 
 
 def configure_selection(cfg: DictConfig, has_val: bool) -> None:
@@ -80,9 +122,12 @@ def configure_selection(cfg: DictConfig, has_val: bool) -> None:
 
 
 def predict_and_evaluate(cfg, trainer, module, datamodule, ckpt_path: str | None, split_role: str = "test") -> dict:
-    """Write predicted instance maps of a split, then score them with the same code as eval.py."""
+    """Write predicted instance maps of a split (into an emptied folder), then score them as eval.py does."""
     output_dir = Path(cfg.paths.output_dir)
     pred_dir = output_dir / "predictions" / split_role
+    if trainer.is_global_zero and pred_dir.exists():
+        shutil.rmtree(pred_dir)  # an earlier run's maps must not mix with these
+    trainer.strategy.barrier()
     trainer.callbacks.append(InstanceMapWriter(pred_dir))
     loader = datamodule.predict_dataloader_for(split_role, with_labels=False)
     trainer.predict(module, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
@@ -100,6 +145,7 @@ def predict_and_evaluate(cfg, trainer, module, datamodule, ckpt_path: str | None
 
 def fit_and_test(cfg: DictConfig) -> dict:
     """The single-stage training task used by the supervised baseline and by S2L."""
+    check_run_request(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     configure_selection(cfg, has_val=cfg.data.get("val_split") is not None or bool(cfg.data.get("val_holdout")))
     check_monitors(cfg)
@@ -119,9 +165,16 @@ def train(cfg: DictConfig) -> dict:
     return runner(cfg)
 
 
+def prepare_training_run(cfg: DictConfig) -> None:
+    """Every check of a training request, and the run folder made ready, before the run writes anything."""
+    check_supervision(cfg)
+    check_run_request(cfg)
+    prepare_run_folder(cfg)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    check_supervision(cfg)
+    prepare_training_run(cfg)
     metrics = run_task(cfg, train)
     return metric_for_sweeper(cfg, metrics)
 

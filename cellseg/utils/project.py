@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -56,15 +58,20 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+RUN_INFO = "run_info.json"
+
+
 def save_run_info(cfg: DictConfig, output_dir: Path) -> None:
-    """Resolved config (config_resolved.yaml) and run_info.json in the run folder."""
+    """Resolved config (config_resolved.yaml) and run_info.json (status `running`) in the run folder."""
     output_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(output_dir / "config_resolved.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     root = Path(cfg.paths.root_dir)
     write_json(
-        output_dir / "run_info.json",
+        output_dir / RUN_INFO,
         {
+            "status": "running",
+            "started": time.time(),
             "git_sha": git_sha(root),
             "seed": cfg.get("seed"),
             "command": sys.argv,
@@ -73,6 +80,17 @@ def save_run_info(cfg: DictConfig, output_dir: Path) -> None:
             "packages": package_versions(),
         },
     )
+
+
+def set_run_status(output_dir: Path, status: str, error: str | None = None) -> None:
+    """Mark the run `completed` or `failed` (with the error) in its run_info.json."""
+    path = Path(output_dir) / RUN_INFO
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        info = {}
+    info.update(status=status, finished=time.time(), error=error)
+    write_json(path, info)
 
 
 # Absolute, so the entry points find the configs whatever the working directory or import path.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from test_cli import run
 
-from cellseg.tasks.wandb_resume import CHECKPOINT_KEY, stored_run_id
+from cellseg.callbacks.wandb_run_id import CHECKPOINT_KEY, stored_run_id
 
 
 def test_resume_continues_the_wandb_run_stored_in_the_checkpoint(tmp_path, monkeypatch):

@@ -28,6 +28,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
+from cellseg.callbacks.ema_weights import EmaWeights
+from cellseg.callbacks.last_checkpoint import LAST_NAME
 from cellseg.data.intensity import stretch_intensity
 from cellseg.methods.coin.bookkeeping import Stage, profiled, read_json
 from cellseg.methods.coin.module import binary_to_instances
@@ -50,9 +52,10 @@ from cellseg.methods.coin.stages import (
     ucis_instances,
 )
 from cellseg.methods.coin.vit_features import WindowTokens
-from cellseg.methods.ema import EmaWeights
 from cellseg.models.sam import MISSING_WEIGHTS
+from cellseg.pipeline.trainer import build_callbacks, build_loggers, build_trainer
 from cellseg.tasks.common import check_supervision
+from cellseg.utils.hashing import stable_seed
 from cellseg.utils.io import atomic_path, read_image, read_label, write_json, write_label, write_mask_uint8
 
 log = logging.getLogger(__name__)
@@ -68,12 +71,21 @@ def run_coin(cfg: DictConfig) -> dict:
 def check_coin_config(cfg: DictConfig) -> None:
     """Fail before any work on settings that cannot run (missing weights, CRF extra, UCIS folder)."""
     check_supervision(cfg)
+    if not cfg.get("train", True):
+        raise ValueError("method=coin runs its whole pipeline (finished stages are reused): train=false is not "
+                         "supported; score a round's checkpoint with infer.py and eval.py")
     method = cfg.method
     if int(method.rounds) < 0:
         raise ValueError(f"method.rounds={method.rounds}; expected >= 0")
     for key, kinds in (("ucis", UCIS_KINDS), ("features", FEATURE_KINDS), ("prompter", PROMPTER_KINDS)):
         if method[key].kind not in kinds:
             raise ValueError(f"method.{key}.kind={method[key].kind}; expected one of {kinds}")
+    sizes = {key: method.train[key] for key in ("crop", "batch_size", "repeat", "epochs")}
+    if method.train.max_steps != "auto":
+        sizes["max_steps"] = method.train.max_steps
+    bad = [f"method.train.{key}={value}" for key, value in sizes.items() if not isinstance(value, int) or value < 1]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: expected positive integers")
     if method.train.ckpt != "last":
         raise ValueError(f"method.train.ckpt={method.train.ckpt}: only `last` (EMA) is supported; "
                          "selecting a checkpoint would need ground truth")
@@ -121,12 +133,13 @@ class CoinPipeline:
         self._stages: dict[str, Stage] = {}
 
     # ----- plumbing --------------------------------------------------------------------------------------------
-    def build_datamodule(self):
+    def build_datamodule(self, seed: int | None = None):
         """Training crops and batches sized by method.train; no weak labels (annotation-free)."""
         train = self.method.train
+        stream_seed = {} if seed is None else {"seed": int(seed)}
         return hydra.utils.instantiate(self.cfg.data, weak_labels=None, crop=int(train.crop),
                                        batch_size=int(train.batch_size), crops_per_image=int(train.repeat),
-                                       augment=as_container(train.get("augment")) or {})
+                                       augment=as_container(train.get("augment")) or {}, **stream_seed)
 
     def data_identity(self) -> dict:
         identity = {"root": str(self.layout.root), "dataset": self.layout.dataset, "split": self.layout.split,
@@ -331,9 +344,11 @@ class CoinPipeline:
         if stage.completed():
             return stage
         stage.begin()
-        last = stage.dir / "checkpoints" / "last.ckpt"
+        last = stage.dir / "checkpoints" / LAST_NAME
         resume = str(last) if last.is_file() else None
-        datamodule = self.build_datamodule()
+        seed = stage_seed(int(self.method.train.seed), stage.key)
+        pl.seed_everything(seed, workers=True)  # before anything random is built: the network's init included
+        datamodule = self.build_datamodule(seed)
         datamodule.use_target_files({i: targets.dir / "labels" / f"{i}.png" for i in self.ids})
         module = self.build_module()
         if warm and resume is None:
@@ -341,15 +356,12 @@ class CoinPipeline:
         datamodule.configure_targets(module.train_target, module.ignore_index)
         steps = max_steps_for(self.method.train, len(self.ids))
         trainer = self.build_trainer(stage.dir, steps)
-        pl.seed_everything(int(self.method.train.seed), workers=True)
         record = {}
         with profiled(record):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-        if not last.is_file():
-            trainer.save_checkpoint(last)
         losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         stage.finish({"checkpoint": str(last), "max_steps": steps, "global_step": int(trainer.global_step),
-                      "losses": losses, "profile": record})
+                      "seed": seed, "losses": losses, "profile": record})
         return stage
 
     def build_module(self):
@@ -363,22 +375,16 @@ class CoinPipeline:
         return module
 
     def build_trainer(self, root: Path, max_steps: int) -> pl.Trainer:
+        """The round's trainer: the run's loggers and callbacks writing under the stage folder (last.ckpt every
+        callbacks.last_checkpoint.every_n_train_steps steps), EMA weights, no validation, no checkpoint selection."""
         train = self.method.train
-        callbacks = [EmaWeights(float(train.ema_decay), bool(train.get("ema_warmup", False)))]
-        loggers = []
-        for node in (self.cfg.get("logger") or {}).values():
-            if node and "_target_" in node:
-                loggers.append(hydra.utils.instantiate(node, **({"save_dir": str(root)} if "save_dir" in node else {})))
-        for name, node in (self.cfg.get("callbacks") or {}).items():
-            if not node or "_target_" not in node or name == "ema":
-                continue
-            if name == "model_checkpoint":
-                callbacks.append(hydra.utils.instantiate(node, dirpath=str(root / "checkpoints"), monitor=None))
-            elif name != "lr_monitor" or loggers:
-                callbacks.append(hydra.utils.instantiate(node))
-        return hydra.utils.instantiate(self.cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                       max_steps=max_steps, max_epochs=None, default_root_dir=str(root),
-                                       limit_val_batches=0, num_sanity_val_steps=0)
+        ema = EmaWeights(float(train.ema_decay), bool(train.get("ema_warmup", False)))
+        loggers = build_loggers(self.cfg.get("logger"), save_dir=root)
+        callbacks = build_callbacks(self.cfg.get("callbacks"), loggers, checkpoint_dir=root / "checkpoints",
+                                    extra=[ema], skip=("ema", "model_checkpoint"))
+        return build_trainer(self.cfg, callbacks, loggers, max_steps=max_steps, max_epochs=None,
+                             default_root_dir=str(root), limit_val_batches=0, num_sanity_val_steps=0,
+                             enable_checkpointing=False)
 
     # ----- predictions of the round's network ------------------------------------------------------------------
     def predict_train(self, round_: int) -> Stage:
@@ -404,8 +410,7 @@ class CoinPipeline:
         trainer.predict(self.trained_module(trained), dataloaders=loader, return_predictions=False)
 
     def inference_trainer(self, root: Path) -> pl.Trainer:
-        return hydra.utils.instantiate(self.cfg.trainer, callbacks=[], logger=False, enable_checkpointing=False,
-                                       default_root_dir=str(root), max_steps=-1)
+        return build_trainer(self.cfg, [], [], enable_checkpointing=False, default_root_dir=str(root), max_steps=-1)
 
     def evaluate(self, round_: int) -> dict:
         """Test-split predictions and metrics of round `round_` (predict_and_evaluate, as the other methods)."""
@@ -448,6 +453,11 @@ def load_prototype(stage_dir: Path) -> np.ndarray:
 def load_checkpoint_state(stage: Stage) -> dict:
     """state_dict (EMA weights) of a train stage's checkpoint."""
     return torch.load(stage.summary["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+
+
+def stage_seed(seed: int, stage_key: str) -> int:
+    """The seed a stage starts from: the same whether the stage runs after its inputs or alone on resume."""
+    return stable_seed(seed, "stage", stage_key) % 2**32
 
 
 def per_image(record: dict, n_images: int) -> dict:

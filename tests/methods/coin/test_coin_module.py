@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cellseg.callbacks.ema_weights import RAW_STATE_KEY, EmaWeights
 from cellseg.methods.coin.module import (
     SEG_IGNORE,
     CoinSelfDistillation,
@@ -22,7 +23,6 @@ from cellseg.methods.coin.module import (
     seg_targets,
 )
 from cellseg.methods.coin.scoring import IGNORE
-from cellseg.methods.ema import RAW_STATE_KEY, EmaWeights
 from cellseg.methods.schedules import poly
 from cellseg.models.deeplab_coin import CoinDeepLab
 

@@ -3,8 +3,9 @@
 COIN (coin.md A6) updates the EMA after every optimiser step (decay 0.999) and uses it for evaluation and
 checkpoints. Here a checkpoint's `state_dict` holds the EMA weights, so any consumer that loads a checkpoint
 (`trainer.predict(ckpt_path=...)`, eval.py) gets them; the raw weights travel under `raw_state_dict` and are
-put back when training resumes from that checkpoint. At the end of fitting the EMA weights are copied into the
-module, so in-process inference after `fit` uses them too.
+put back when training resumes from that checkpoint. When fitting ends (after the final checkpoint, which keeps
+both) the EMA weights are copied into the module, so in-process inference after `fit` uses them too. List this
+callback before the checkpoint callbacks: a step's average must be updated before that step is saved.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class EmaWeights(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.update(pl_module)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.ema is not None:
             pl_module.load_state_dict(self.ema)
 
