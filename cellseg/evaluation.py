@@ -1,11 +1,14 @@
 """Evaluation core: label maps in folders (or arrays in memory) -> per-image metrics, summary, metrics.json/CSV.
 
 `evaluate_predictions` checks the whole folder pair first (missing, extra, ambiguous and wrong-size predictions
-are reported together in one ValueError, before anything is computed or written), then reuses `evaluate_arrays`.
+are reported together in one ValueError, before anything is computed or written), then that no prediction looks
+like a binary or semantic class map (`class_map_reason`; refused in one ValueError unless `allow_class_maps`),
+then reuses `evaluate_arrays`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 from PIL import Image
+from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from cellseg.metrics.aggregate import aggregate, check_metric_names, needs_faithful, split_summary
@@ -24,6 +28,14 @@ from cellseg.utils.io import LABEL_SUFFIXES, atomic_path, read_label, write_json
 IGNORE_SUFFIX = "_ignore"  # <id>_ignore.png beside the GT label: nonzero pixels are excluded (MoNuSAC ambiguous)
 METRICS_JSON = "metrics.json"
 PER_IMAGE_CSV = "per_image.csv"
+# A prediction with at most CLASS_MAP_MAX_IDS distinct nonzero values, one of which covers at least
+# CLASS_MAP_MIN_PIECES separate 8-connected regions, is a class map (binary 0/255, semantic 0/1/2 ...), not an
+# instance map: an instance map gives each nucleus its own id, so a few ids each spread over many separate
+# regions does not happen, while a dense instance map (more ids) never trips, however ragged its instances.
+CLASS_MAP_MAX_IDS = 8
+CLASS_MAP_MIN_PIECES = 5
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -88,11 +100,13 @@ def evaluate_arrays(pairs: Iterable[tuple], metric_names: Iterable[str] | None =
 def evaluate_predictions(gt_dir: str | Path, pred_dir: str | Path, output_dir: str | Path | None = None,
                          ids: list[str] | None = None, metric_names: Iterable[str] | None = None, *,
                          match_iou: float = DEFAULT_MATCH_IOU, use_ignore: bool = True,
-                         progress: bool = True) -> EvalResult:
+                         progress: bool = True, allow_class_maps: bool = False) -> EvalResult:
     """Evaluate `<id>.png|.tif|.tiff` predictions against the `<id>.png` GT label maps of `gt_dir`.
 
     Writes metrics.json and per_image.csv into `output_dir` when given. With `use_ignore`, a `<id>_ignore.png`
-    beside a GT label excludes its nonzero pixels from both maps.
+    beside a GT label excludes its nonzero pixels from both maps. Predictions that look like binary or semantic
+    class maps (`class_map_reason`) raise one ValueError naming them all, before anything is computed or
+    written; `allow_class_maps` scores them anyway, with a warning.
     """
     names = check_metric_names(metric_names)
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
@@ -100,6 +114,7 @@ def evaluate_predictions(gt_dir: str | Path, pred_dir: str | Path, output_dir: s
     selected = sorted(s for s in gt_files if not s.endswith(IGNORE_SUFFIX)) if ids is None else list(ids)
     ignore_files = {i: gt_files[i + IGNORE_SUFFIX][0] for i in selected if use_ignore and i + IGNORE_SUFFIX in gt_files}
     _check_folders(gt_dir, pred_dir, gt_files, pred_files, selected, ignore_files)
+    _check_instance_maps(pred_dir, [pred_files[i][0] for i in selected], allow_class_maps)
 
     def pairs():
         for image_id in selected:
@@ -180,6 +195,39 @@ def _check_folders(gt_dir: Path, pred_dir: Path, gt_files: Mapping[str, list[Pat
         problems.append("size mismatches: " + "; ".join(mismatched))
     if problems:
         raise ValueError("cannot evaluate:\n- " + "\n- ".join(problems))
+
+
+def class_map_reason(label: np.ndarray) -> str | None:
+    """Why `label` looks like a binary or semantic class map rather than an instance map, or None.
+
+    The rule: at most CLASS_MAP_MAX_IDS distinct nonzero values, one of them covering at least
+    CLASS_MAP_MIN_PIECES separate 8-connected regions. An empty map, or one whose instances are in one or a
+    few pieces each, passes.
+    """
+    top = int(label.max()) if label.size else 0
+    values = np.flatnonzero(np.bincount(label.ravel())) if top < 1 << 20 else np.unique(label)  # bincount: faster
+    values = values[values != 0]
+    if not 0 < len(values) <= CLASS_MAP_MAX_IDS:
+        return None
+    pieces = {int(v): ndi.label(label == v, structure=np.ones((3, 3), bool))[1] for v in values}
+    if max(pieces.values()) < CLASS_MAP_MIN_PIECES:
+        return None
+    found = ", ".join(f"{value} in {n} separate regions" for value, n in pieces.items())
+    return f"{len(values)} nonzero value{'s' if len(values) > 1 else ''} ({found})"
+
+
+def _check_instance_maps(pred_dir: Path, paths: list[Path], allow_class_maps: bool) -> None:
+    """Refuse (or, with `allow_class_maps`, warn about) predictions that look like class maps, all at once."""
+    found = [f"{path.name}: {reason}" for path in paths if (reason := class_map_reason(read_label(path)))]
+    if not found:
+        return
+    what = (f"{len(found)} predictions in {pred_dir} look like binary or semantic class maps, not instance maps "
+            f"(each nucleus its own id): " + "; ".join(found))
+    if allow_class_maps:
+        log.warning("%s. Scoring them as they are (allow_class_maps=true): each value counts as one instance.", what)
+        return
+    raise ValueError(f"cannot evaluate: {what}. Label their connected components (or the instances of your method) "
+                     "first, or pass allow_class_maps=true to score them as they are.")
 
 
 def _header_shape(path: Path) -> tuple[int, ...]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cellseg.evaluation import evaluate_arrays, evaluate_predictions, format_table
+from cellseg.evaluation import class_map_reason, evaluate_arrays, evaluate_predictions, format_table
 from cellseg.metrics import CLEAN_METRICS, aggregate, image_stats, instance_metrics
 from cellseg.utils.io import read_label, write_label, write_mask_uint8
 
@@ -134,3 +135,68 @@ def test_all_undefined_metrics_are_null_in_json(tmp_path):
     result = evaluate_arrays([("blank", empty, empty)], progress=False)
     assert result.to_json()["per_image_mean"]["aji"] is None
     assert result.to_json()["pooled"]["aji"] is None
+
+
+# ----- predictions that are class maps, not instance maps ------------------------------------------------------------
+def nuclei_gt(size: int = 64) -> np.ndarray:
+    """Twelve 6 x 6 nuclei on a 4 x 3 grid, ids 1..12."""
+    gt = np.zeros((size, size), np.int32)
+    for k in range(12):
+        top, left = 4 + (k // 3) * 15, 4 + (k % 3) * 20
+        gt[top: top + 6, left: left + 6] = k + 1
+    return gt
+
+
+def write_class_map_case(tmp_path) -> tuple:
+    """GT folder of three images and predictions: binary 0/255, semantic 0/1/2, a real instance map."""
+    gt_dir, pred_dir = tmp_path / "labels", tmp_path / "pred"
+    gt = nuclei_gt()
+    ragged = gt.copy()
+    ragged[gt == 5] = 0
+    ragged[4:7, 27:30] = ragged[8:10, 28:30] = 5  # instance 5 in two separate pieces
+    for image_id in ("binary", "semantic", "instances"):
+        write_label(gt_dir / f"{image_id}.png", gt)
+    write_label(pred_dir / "binary.png", (gt > 0) * 255)
+    write_label(pred_dir / "semantic.tif", np.where(gt > 0, 1 + (gt > 6), 0))
+    write_label(pred_dir / "instances.png", ragged)
+    return gt_dir, pred_dir, gt, ragged
+
+
+def test_class_map_rule_flags_binary_and_semantic_maps_but_not_ragged_or_empty_instance_maps():
+    gt = nuclei_gt()
+    assert class_map_reason((gt > 0).astype(np.int32) * 255) == "1 nonzero value (255 in 12 separate regions)"
+    assert class_map_reason(np.where(gt > 0, 1 + (gt > 6), 0)).startswith("2 nonzero values (1 in 6 separate")
+    assert class_map_reason(gt) is None and class_map_reason(np.zeros((8, 8), np.int32)) is None
+    few = np.zeros_like(gt)  # a sparse instance map: two nuclei, one of them in four pieces, still passes
+    few[gt == 1], few[gt == 2], few[gt == 3], few[gt == 4], few[gt == 5] = 1, 1, 1, 1, 2
+    assert class_map_reason(few) is None
+    assert class_map_reason(np.where(np.isin(gt, [1, 2, 3, 4, 5]), 1, 0)) is not None  # five pieces: binary
+
+
+def test_binary_and_semantic_predictions_are_refused_together_before_anything_is_written(tmp_path):
+    gt_dir, pred_dir, _, _ = write_class_map_case(tmp_path)
+    out_dir = tmp_path / "out"
+    with pytest.raises(ValueError) as info:
+        evaluate_predictions(gt_dir, pred_dir, out_dir, progress=False)
+    message = str(info.value)
+    assert "2 predictions" in message and "binary or semantic class maps" in message
+    assert "binary.png: 1 nonzero value (255 in 12 separate regions)" in message
+    assert "semantic.tif: 2 nonzero values" in message and "instances.png" not in message
+    assert "allow_class_maps=true" in message
+    assert not out_dir.exists()
+
+
+def test_a_real_instance_map_with_a_two_piece_instance_is_scored(tmp_path):
+    gt_dir, pred_dir, gt, ragged = write_class_map_case(tmp_path)
+    result = evaluate_predictions(gt_dir, pred_dir, ids=["instances"], progress=False)
+    assert result.per_image.loc["instances", "aji"] == instance_metrics(gt, ragged)["aji"]
+
+
+def test_allow_class_maps_scores_them_with_a_warning(tmp_path, caplog):
+    gt_dir, pred_dir, gt, _ = write_class_map_case(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="cellseg.evaluation"):
+        result = evaluate_predictions(gt_dir, pred_dir, tmp_path / "out", progress=False, allow_class_maps=True)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "binary.png" in warnings[0] and "semantic.tif" in warnings[0]
+    assert result.per_image.loc["binary", "aji"] == instance_metrics(gt, (gt > 0) * 255)["aji"] < 0.2
+    assert (tmp_path / "out" / "metrics.json").is_file()

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.loggers import WandbLogger
+
+from cellseg.utils.checkpoints import read_checkpoint
 
 CHECKPOINT_KEY = "wandb_run_id"
 
@@ -26,9 +27,10 @@ class WandbRunId(pl.Callback):
 
 
 def stored_run_id(ckpt_path: str | Path | None) -> str | None:
-    """The W&B run id saved in a checkpoint (None without one or for checkpoints of runs without W&B)."""
+    """The W&B run id saved in a checkpoint (None without one or for checkpoints of runs without W&B); an
+    unreadable checkpoint raises the CheckpointError of `read_checkpoint`, naming the file."""
     if ckpt_path is None:
         return None
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = read_checkpoint(ckpt_path, required=(), weights_only=True, mmap=True)
     run_id = checkpoint.get(CHECKPOINT_KEY)
     return str(run_id) if run_id else None

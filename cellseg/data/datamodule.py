@@ -14,7 +14,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cellseg.data.datasets import TrainCropDataset, WholeImageDataset, collate_whole_images
-from cellseg.data.intensity import check_stretch, stretch_intensity
+from cellseg.data.intensity import (
+    check_bit_depth,
+    check_stretch,
+    describe_bit_depths,
+    prepare_image,
+    scan_bit_depths,
+)
 from cellseg.data.layout import SplitLayout
 from cellseg.data.sampling import (
     StreamDataLoader,
@@ -40,6 +46,7 @@ class NucleiDataModule(pl.LightningDataModule):
     A split is `folder` or `folder:subset`; a subset selects ids from `split_file` (columns id, split[, modality]).
     `val_holdout` moves that many training images (chosen by a seeded hash, not at random) to validation.
     `stretch_percentiles` [low, high] stretches every image's intensities between these percentiles (null: off).
+    `bit_depth` (null: auto per image, or 8..16) is the grey range of the stored images (cellseg/data/intensity.py).
     """
 
     def __init__(
@@ -65,6 +72,7 @@ class NucleiDataModule(pl.LightningDataModule):
         mpp: float | None = None,
         stretch_percentiles: list[float] | None = None,
         seed: int = 0,
+        bit_depth: int | None = None,
         weak_labels=None,
     ) -> None:
         super().__init__()
@@ -86,6 +94,8 @@ class NucleiDataModule(pl.LightningDataModule):
         self.mpp = mpp
         self.stretch = check_stretch(stretch_percentiles)
         self.seed = int(seed)
+        self.bit_depth = check_bit_depth(bit_depth)
+        self._bit_depths_logged: set[str] = set()
         self.weak_labels = weak_labels
         self.target_transform: Callable[[np.ndarray | None, str], np.ndarray] | None = None
         self.val_targets = False
@@ -201,12 +211,17 @@ class NucleiDataModule(pl.LightningDataModule):
             kind = self.weak_labels.target_format
         else:
             raise RuntimeError("NucleiDataModule has neither weak_labels nor target files for training")
-        images, targets = [], []
+        images, targets, depths = [], [], []
         for image_id in tqdm(ids, desc=f"loading {self.name} train", leave=False):
-            images.append(stretch_intensity(read_image(layout.image_path(image_id)), self.stretch))
+            path = layout.image_path(image_id)
+            stored = read_image(path)
+            image, depth = prepare_image(stored, self.bit_depth, self.stretch, source=path)
+            images.append(image)
+            depths.append((stored.dtype.name, depth))
             raw = reader(paths[image_id]) if image_id in paths else None
             targets.append(self.target_transform(raw, kind, images[-1].shape[:2]))
         log.info("train: %d images of %s/%s, %d crops/epoch", len(ids), self.dataset, layout.split, len(ids) * self.crops_per_image)
+        self._log_bit_depths("train", layout, depths)
         return TrainCropDataset(ids, images, targets, self.crop, self.crops_per_image, self.ignore_index, self.augment)
 
     def _val_weak_targets(self) -> Callable[[int], dict]:
@@ -227,7 +242,15 @@ class NucleiDataModule(pl.LightningDataModule):
     def whole_image_dataset(self, role: str, with_labels: bool) -> WholeImageDataset:
         layout, ids = self.layout(role if role != "val" or self.splits["val"] else "train"), self.ids(role)
         labels = [layout.label_path(i) for i in ids] if with_labels else None
-        return WholeImageDataset(ids, [layout.image_path(i) for i in ids], labels, stretch=self.stretch)
+        images = [layout.image_path(i) for i in ids]
+        if role not in self._bit_depths_logged:
+            self._log_bit_depths(role, layout, scan_bit_depths(images, self.bit_depth))
+        return WholeImageDataset(ids, images, labels, stretch=self.stretch, bit_depth=self.bit_depth)
+
+    def _log_bit_depths(self, role: str, layout: SplitLayout, found: list[tuple[str, int]]) -> None:
+        """The one log line per role saying which bit depth its images were given (auto or data.bit_depth)."""
+        self._bit_depths_logged.add(role)
+        log.info(describe_bit_depths(f"{role} ({self.dataset}/{layout.split})", found, self.bit_depth))
 
     def train_dataloader(self) -> DataLoader:
         """Batches of the seeded data stream (`StreamSampler`), started where the trainer's global step left it."""

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cellseg.data.intensity import stretch_intensity
+from cellseg.data.intensity import load_image
 from cellseg.data.transforms import (
     AugmentConfig,
     apply_geometry,
@@ -18,7 +18,7 @@ from cellseg.data.transforms import (
     to_normalised_tensor,
 )
 from cellseg.utils.hashing import stable_seed
-from cellseg.utils.io import read_image, read_label
+from cellseg.utils.io import read_label
 
 
 class TrainCropDataset(Dataset):
@@ -26,6 +26,8 @@ class TrainCropDataset(Dataset):
 
     Targets are whatever the method's target transform makes of the regime's weak labels (class maps with an
     ignore index); they are computed once on the whole image, so crop borders never create false boundaries.
+    `images`: RGB H x W x 3 as `cellseg.data.intensity.prepare_image` makes them (uint8 for 8-bit images,
+    float32 in [0, 1] for deeper ones).
     """
 
     def __init__(
@@ -71,7 +73,8 @@ class TrainCropDataset(Dataset):
 
 class WholeImageDataset(Dataset):
     """Whole images (validation, test, prediction), with their instance labels when `label_paths` is given;
-    `stretch`: the percentiles of the data module's intensity stretch (cellseg/data/intensity.py), or None."""
+    `bit_depth` and `stretch`: the data module's `data.bit_depth` (None: auto) and intensity stretch
+    percentiles (None: off), applied by `cellseg.data.intensity.load_image`."""
 
     def __init__(
         self,
@@ -80,9 +83,10 @@ class WholeImageDataset(Dataset):
         label_paths: Sequence[Path] | None = None,
         extra: Callable[[int], dict] | None = None,
         stretch: tuple[float, float] | None = None,
+        bit_depth: int | None = None,
     ) -> None:
         self.ids, self.image_paths = list(ids), list(image_paths)
-        self.stretch = stretch
+        self.stretch, self.bit_depth = stretch, bit_depth
         self.label_paths = list(label_paths) if label_paths is not None else None
         self.extra = extra
 
@@ -90,8 +94,8 @@ class WholeImageDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, index: int) -> dict:
-        image = read_image(self.image_paths[index])
-        item = {"image": to_normalised_tensor(stretch_intensity(image, self.stretch)), "id": self.ids[index], "index": index}
+        image, _ = load_image(self.image_paths[index], self.bit_depth, self.stretch)
+        item = {"image": to_normalised_tensor(image), "id": self.ids[index], "index": index}
         if self.label_paths is not None:
             label = read_label(self.label_paths[index])
             if label.shape != image.shape[:2]:

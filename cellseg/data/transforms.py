@@ -124,7 +124,8 @@ def warp_affine(array: np.ndarray, geometry: CropGeometry, nearest: bool) -> np.
 
 
 def colour_jitter(image: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:
-    """uint8 (3, H, W) -> uint8; torchvision's ColorJitter, seeded from the sample's generator."""
+    """uint8 (3, H, W) -> uint8, or float in [0, 1] -> float (images deeper than 8 bits); torchvision's
+    ColorJitter, seeded from the sample's generator."""
     if rng.random() >= cfg.colour_p:
         return image
     jitter = v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
@@ -134,9 +135,19 @@ def colour_jitter(image: torch.Tensor, rng: np.random.Generator, cfg: AugmentCon
 
 
 def to_normalised_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) array or (3, H, W) tensor -> ImageNet-normalised float32 (3, H, W)."""
+    """RGB (H, W, 3) array or (3, H, W) tensor -> ImageNet-normalised float32 (3, H, W).
+
+    uint8 is divided by 255 (the 8-bit path); a float image is taken as already in [0, 1] (deeper images, see
+    cellseg/data/intensity.py); any other dtype (e.g. an unconverted uint16 image) is refused.
+    """
     tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) if isinstance(image, np.ndarray) else image
-    tensor = tensor.float() / 255.0
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.float() / 255.0
+    elif tensor.is_floating_point():
+        tensor = tensor.float()
+    else:
+        raise ValueError(f"image tensor has dtype {tensor.dtype}; expected uint8 or float in [0, 1] "
+                         "(convert deeper images with cellseg.data.intensity.to_model_range)")
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (tensor - mean) / std

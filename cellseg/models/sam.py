@@ -15,6 +15,7 @@ import segment_anything
 import torch
 
 from cellseg import weights as weights_policy
+from cellseg.data.intensity import as_uint8_rgb
 
 MISSING_WEIGHTS = (
     "prompter: sam needs a local segment-anything checkpoint (method.prompter.sam.weights=/path/sam_vit_b.pth); "
@@ -82,7 +83,10 @@ def predict_masks_for_points(
 
 
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """SAM takes 8-bit RGB: a float image in [0, 1] (deeper than 8 bits, cellseg/data/intensity.py) is rounded."""
     image = np.asarray(image)
+    if np.issubdtype(image.dtype, np.floating):
+        image = as_uint8_rgb(image)
     if image.ndim == 2:  # grey images are replicated, as everywhere in the project
         image = np.repeat(image[..., None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

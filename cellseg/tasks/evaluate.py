@@ -26,7 +26,8 @@ def evaluate(cfg: DictConfig) -> dict:
     role = next((r for r, s in datamodule.splits.items() if s == split), None)
     layout = datamodule.layout(role) if role else SplitLayout.of(datamodule.root, datamodule.dataset, split)
     ids = datamodule.ids(role) if role else None
-    result = evaluate_predictions(layout.labels_dir, pred_dir, Path(cfg.paths.output_dir), ids=ids)
+    result = evaluate_predictions(layout.labels_dir, pred_dir, Path(cfg.paths.output_dir), ids=ids,
+                                  allow_class_maps=bool(cfg.get("allow_class_maps", False)))
     print(format_table(result))
     metrics = {f"{split}/{k}": v for k, v in result.per_image_mean.items()}
     metrics.update({f"{split}/{k}_pooled": v for k, v in result.pooled.items()})

@@ -22,6 +22,7 @@ from cellseg.tasks.common import (
     metric_for_sweeper,
     run_task,
 )
+from cellseg.utils.checkpoints import read_checkpoint
 from cellseg.utils.project import CONFIG_DIR, set_project_root_env
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,18 @@ def build(cfg: DictConfig):
 
 
 def resolve_resume(cfg: DictConfig) -> str | None:
-    """`ckpt_path=last` resumes from this run's last.ckpt when there is one (requeued jobs); a path must exist."""
+    """`ckpt_path=last` resumes from this run's last.ckpt when there is one (requeued jobs); a path must exist and
+    be a readable checkpoint (a truncated file raises a CheckpointError naming it before any work)."""
     path = cfg.get("ckpt_path")
     if path is None:
         return None
     if path == "last":
-        last = Path(cfg.paths.output_dir) / CHECKPOINTS_DIR / LAST_NAME
-        return str(last) if last.is_file() else None
-    if not Path(path).is_file():
+        path = Path(cfg.paths.output_dir) / CHECKPOINTS_DIR / LAST_NAME
+        if not path.is_file():
+            return None
+    elif not Path(path).is_file():
         raise FileNotFoundError(f"ckpt_path={path} does not exist")
+    read_checkpoint(path, mmap=True)
     return str(path)
 
 
@@ -64,7 +68,8 @@ def check_run_request(cfg: DictConfig) -> None:
     if not train and ckpt is None:
         raise ConfigError("train=false needs ckpt_path=<checkpoint> (or ckpt_path=last): without training or a "
                           "checkpoint the test split would score a randomly initialised network")
-    if not train and ckpt == "last" and resolve_resume(cfg) is None:
+    resumed = resolve_resume(cfg)  # a missing or unreadable checkpoint fails here, naming the file
+    if not train and ckpt == "last" and resumed is None:
         raise ConfigError(f"train=false ckpt_path=last but {Path(cfg.paths.output_dir) / CHECKPOINTS_DIR / LAST_NAME} "
                           "does not exist")
     if train:

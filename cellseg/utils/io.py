@@ -13,6 +13,9 @@ import tifffile
 from PIL import Image
 
 LABEL_SUFFIXES = (".png", ".tif", ".tiff")
+# Every file `read_image` reads (PIL for PNG, JPEG and BMP, tifffile for TIFF).
+IMAGE_FILE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+PIL_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 MAX_UINT16_LABEL = 65535
 
 
@@ -59,26 +62,52 @@ def _load_array(path: Path, what: str, pil_modes: tuple[str, ...] | None = None)
         if path.suffix.lower() in (".tif", ".tiff"):
             return tifffile.imread(path)
         with Image.open(path) as img:
+            if img.format == "PNG" and img.mode not in PIL_16BIT_MODES and _has_16bit_samples(img):
+                # Pillow keeps only the high 8 bits of 16-bit colour PNGs: refuse rather than lose them silently
+                raise ValueError(f"it is a 16-bit {img.mode} PNG, which Pillow reads only as 8 bits per channel; "
+                                 "save it as a 16-bit TIFF (or a 16-bit grey PNG)")
             return np.asarray(img if pil_modes is None or img.mode in pil_modes else img.convert("RGB"))
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read {what} {path}: {err}") from err
 
 
+def _has_16bit_samples(img: Image.Image) -> bool:
+    """Whether PIL decodes this PNG from 16-bit samples (its raw mode, e.g. 'RGB;16B')."""
+    return any(";16" in str(tile[3]) for tile in img.tile)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """RGB uint8 H x W x 3; grey images are replicated, an alpha channel is dropped."""
+    """RGB H x W x 3 as stored: uint8, or uint16 for 16-bit PNG/TIFF (no rescaling: the caller decides the bit
+    depth, see cellseg/data/intensity.py). Grey images are replicated, an alpha channel is dropped."""
     path = Path(path)
-    array = _load_array(path, "image", pil_modes=("L", "RGB", "RGBA"))
+    array = _load_array(path, "image", pil_modes=("L", "RGB", "RGBA", *PIL_16BIT_MODES))
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise ValueError(f"image {path} has shape {array.shape}; expected H x W, H x W x 3 or H x W x 4")
-    array = np.array(array[..., :3])  # a writable copy (PIL arrays are read-only)
-    if array.dtype != np.uint8:
-        if array.dtype == np.uint16:
-            array = (array // 257).astype(np.uint8)
+    array = array[..., :3]
+    if array.dtype == np.int32 and array.size and 0 <= array.min() and array.max() <= MAX_UINT16_LABEL:
+        array = array.astype(np.uint16)  # PIL mode "I" of a 16-bit grey PNG
+    if array.dtype.kind != "u" or array.dtype.itemsize > 2:
+        raise ValueError(f"image {path} has dtype {array.dtype}; expected uint8 or uint16")
+    return np.array(array, dtype=np.uint8 if array.dtype.itemsize == 1 else np.uint16)  # writable, native order
+
+
+def stored_image_dtype(path: str | os.PathLike) -> np.dtype:
+    """uint8 or uint16: the dtype `read_image` returns for `path`, from the file header only."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            with tifffile.TiffFile(path) as tif:
+                dtype = np.dtype(tif.series[0].dtype)
         else:
-            raise ValueError(f"image {path} has dtype {array.dtype}; expected uint8 or uint16")
-    return array
+            with Image.open(path) as img:
+                dtype = np.dtype(np.uint16 if img.mode in PIL_16BIT_MODES else np.uint8)
+    except (OSError, ValueError, IndexError) as err:
+        raise ValueError(f"cannot read the header of image {path}: {err}") from err
+    if dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"image {path} has dtype {dtype}; expected uint8 or uint16")
+    return dtype
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -34,10 +36,53 @@ def find_project_root(start: Path | None = None) -> Path:
 
 
 def set_project_root_env() -> Path:
-    """Set PROJECT_ROOT (read by configs/paths) unless the user already did."""
+    """Set PROJECT_ROOT (read by configs/paths) unless the user already did, and register the project's OmegaConf
+    resolvers: what every entry point needs before Hydra composes its config."""
     root = Path(os.environ.get("PROJECT_ROOT") or find_project_root())
     os.environ["PROJECT_ROOT"] = str(root)
+    register_resolvers()
     return root
+
+
+def register_resolvers() -> None:
+    """`${cellseg.checkpoint_tag:PATH}` and `${cellseg.input_tag:DIR}` (configs/infer.yaml's run folder)."""
+    for name, function in (("cellseg.checkpoint_tag", checkpoint_tag), ("cellseg.input_tag", input_tag)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
+
+
+def _path_hash(path) -> str:
+    """8 hex digits of the absolute, resolved path (relative paths from the working directory)."""
+    return hashlib.sha256(str(Path(str(path)).expanduser().resolve()).encode()).hexdigest()[:8]
+
+
+def checkpoint_tag(ckpt_path) -> str:
+    """`<training run name>-<checkpoint stem>-<hash of its absolute path>` for `<run>/checkpoints/<stem>.ckpt`.
+
+    The run name is `<experiment_name>-seed<seed>` from the run's saved config (`<run>/.hydra/config.yaml`),
+    else the run folder's name; the hash keeps two runs of the same name (a sweep) apart. Never raises: a
+    missing or unreadable run config is reported by infer.py itself, with its own clear error.
+    """
+    path = Path(str(ckpt_path)).expanduser()
+    run_dir = path.absolute().parent.parent
+    name = run_dir.name
+    try:
+        run_cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        name = f"{run_cfg.experiment_name}-seed{run_cfg.seed}"
+    except Exception:  # noqa: BLE001 - any problem with the run config falls back to the folder name
+        pass
+    return _safe_name(f"{name}-{path.stem}-{_path_hash(path)}")
+
+
+def input_tag(input_dir) -> str:
+    """`<input folder name>-<hash of its absolute path>`: two folders of the same name never share outputs."""
+    path = Path(str(input_dir)).expanduser()
+    return _safe_name(f"{path.resolve().name or 'root'}-{_path_hash(path)}")
+
+
+def _safe_name(text: str) -> str:
+    """A single path component: separators and characters shells or Hydra trip over become '_'."""
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", text)
 
 
 def git_sha(root: Path) -> str | None:

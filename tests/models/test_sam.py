@@ -125,5 +125,8 @@ def test_generator_and_empty_points():
     assert [c[0] for c in chunks] == [slice(0, 2), slice(2, 3)]
     masks, ious = predict_masks_for_points(fake, np.zeros((8, 8, 3), np.uint8), np.zeros((0, 2)))
     assert masks.shape == (0, 8, 8) and ious.shape == (0,)
-    with pytest.raises(ValueError, match="RGB uint8"):
-        predict_masks_for_points(fake, np.zeros((8, 8, 3), np.float32), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="RGB uint8"):  # an unconverted 16-bit image
+        predict_masks_for_points(fake, np.zeros((8, 8, 3), np.uint16), np.zeros((1, 2)))
+    # a float image in [0, 1] (deeper than 8 bits, cellseg/data/intensity.py) is rounded to 8 bits
+    masks, _ = predict_masks_for_points(fake, np.zeros((8, 8, 3), np.float32), np.zeros((1, 2)))
+    assert masks.shape == (1, 8, 8)

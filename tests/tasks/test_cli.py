@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import tifffile
+from PIL import Image
 
-from cellseg.utils.io import read_label
+from cellseg.utils.io import read_image, read_label, write_label
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_TEST = REPO_ROOT / "data" / "sample" / "MoNuSegSample" / "test"
@@ -106,3 +107,72 @@ def test_wandb_offline_run_writes_its_files(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def small_inputs(folder: Path, names: dict[str, str]) -> list[str]:
+    """128 px crops of the sample's test images saved as `names` {stem: suffix} in `folder`; their stems."""
+    folder.mkdir(parents=True)
+    sources = sorted((SAMPLE_TEST / "images").glob("*.png"))
+    for source, (stem, suffix) in zip(sources, names.items(), strict=False):
+        Image.fromarray(read_image(source)[:128, :128]).save(folder / f"{stem}{suffix}")
+    return sorted(names)
+
+
+def infer_outputs(trained_run: Path, input_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return run("infer.py", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"input_dir={input_dir}",
+               "infer.tile=256", "infer.overlap=32", "infer.outputs=[png]", *overrides)
+
+
+def test_infer_reads_jpeg_and_png_and_names_the_other_files(trained_run, tmp_path):
+    inputs = tmp_path / "mixed"
+    ids = small_inputs(inputs, {"photo": ".jpg", "scan": ".png"})
+    (inputs / "notes.txt").write_text("not an image")
+    out = tmp_path / "infer"
+    result = infer_outputs(trained_run, inputs, f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.stem for p in (out / "instances").glob("*.png")) == ids
+    warning = next(line for line in (result.stdout + result.stderr).splitlines() if "not images" in line)
+    assert "notes.txt" in warning and "WARNING" in warning
+
+
+def test_infer_writes_one_folder_per_input_folder_and_checkpoint(trained_run, tmp_path):
+    logs = tmp_path / "logs"
+    first = small_inputs(tmp_path / "a" / "images", {"a1": ".png", "a2": ".jpg"})
+    second = small_inputs(tmp_path / "b" / "images", {"b1": ".tif"})  # the same folder name, another path
+    for folder in (tmp_path / "a" / "images", tmp_path / "b" / "images"):
+        result = infer_outputs(trained_run, folder, f"paths.log_dir={logs}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    folders = sorted(p.parent for p in (logs / "infer" / "runs").glob("*/*/instances"))
+    assert len(folders) == 2 and folders[0].parent == folders[1].parent
+    assert "-seed42-last-" in folders[0].parent.name  # <experiment>-seed<seed>-<checkpoint stem>-<hash>
+    assert all(f.name.startswith("images-") for f in folders)
+    written = sorted(sorted(p.stem for p in (f / "instances").iterdir()) for f in folders)
+    assert written == sorted([first, second])
+
+
+def test_infer_names_a_truncated_checkpoint(trained_run, tmp_path):
+    run_copy = tmp_path / "copied_run"
+    shutil.copytree(trained_run / ".hydra", run_copy / ".hydra")
+    source = trained_run / "checkpoints" / "last.ckpt"
+    broken = run_copy / "checkpoints" / "last.ckpt"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(source.read_bytes()[: source.stat().st_size // 3])
+    result = run("infer.py", f"ckpt_path={broken}", f"input_dir={SAMPLE_TEST / 'images'}",
+                 f"hydra.run.dir={tmp_path / 'out'}")
+    assert result.returncode != 0
+    assert f"cannot read checkpoint {broken}" in result.stderr and "Lightning checkpoint" in result.stderr
+
+
+def test_eval_refuses_binary_predictions_unless_allowed(trained_run, tmp_path):
+    preds = tmp_path / "binary"
+    preds.mkdir()
+    for path in sorted((trained_run / "predictions" / "test").glob("*.png")):
+        write_label(preds / path.name, (read_label(SAMPLE_TEST / "labels" / path.name) > 0) * 255)
+    refused = run("eval.py", "data=sample", "split=test", f"pred_dir={preds}", f"hydra.run.dir={tmp_path / 'no'}")
+    assert refused.returncode != 0 and "binary or semantic class maps" in refused.stderr
+    assert all(p.name in refused.stderr for p in preds.iterdir())
+    assert not (tmp_path / "no" / "metrics.json").exists()
+    allowed = run("eval.py", "data=sample", "split=test", f"pred_dir={preds}", f"hydra.run.dir={tmp_path / 'yes'}",
+                  "allow_class_maps=true")
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert "allow_class_maps=true" in allowed.stdout + allowed.stderr and (tmp_path / "yes" / "metrics.json").is_file()

@@ -13,6 +13,7 @@ from test_cli import run
 
 from cellseg.tasks.common import ConfigError
 from cellseg.tasks.train import check_run_request, prepare_run_folder, train
+from cellseg.utils.checkpoints import CheckpointError
 
 
 @pytest.mark.parametrize(
@@ -69,6 +70,20 @@ def test_last_checkpoint_holds_the_final_step_and_is_never_versioned(train_confi
     train(resumed)
     assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 7
     assert sorted(p.name for p in folder.glob("last*")) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("ckpt", ["given", "last"])
+def test_a_truncated_checkpoint_is_refused_naming_the_file(train_config, tmp_path, ckpt):
+    first = train_config("test=false", "trainer.max_steps=2")
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    broken = last if ckpt == "last" else tmp_path / "copied.ckpt"
+    data = last.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"{broken.name}.*truncated"):
+        check_run_request(train_config("train=false", f"ckpt_path={'last' if ckpt == 'last' else broken}"))
+    with pytest.raises(CheckpointError, match=broken.name):
+        check_run_request(train_config("trainer.max_steps=4", f"ckpt_path={'last' if ckpt == 'last' else broken}"))
 
 
 def test_cli_refusal_writes_nothing(tmp_path):

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from cellseg.callbacks.ema_weights import EmaWeights
 from cellseg.callbacks.last_checkpoint import LAST_NAME
-from cellseg.data.intensity import stretch_intensity
+from cellseg.data.intensity import load_image
 from cellseg.methods.coin.bookkeeping import Stage, profiled, read_json
 from cellseg.methods.coin.module import binary_to_instances
 from cellseg.methods.coin.prototypes import PrototypeAccumulator
@@ -56,7 +56,7 @@ from cellseg.models.sam import MISSING_WEIGHTS
 from cellseg.pipeline.trainer import build_callbacks, build_loggers, build_trainer
 from cellseg.tasks.common import check_supervision
 from cellseg.utils.hashing import stable_seed
-from cellseg.utils.io import atomic_path, read_image, read_label, write_json, write_label, write_mask_uint8
+from cellseg.utils.io import atomic_path, read_label, write_json, write_label, write_mask_uint8
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,8 @@ class CoinPipeline:
                     "ids": self.ids}
         if self.datamodule.stretch is not None:  # only when set: unstretched stage hashes stay as they were
             identity["stretch_percentiles"] = list(self.datamodule.stretch)
+        if self.datamodule.bit_depth is not None:  # likewise: auto (null) keeps the hashes of earlier runs
+            identity["bit_depth"] = self.datamodule.bit_depth
         return identity
 
     def stage(self, name: str, round_: int, config: dict, inputs: list[Stage], cacheable: bool = False) -> Stage:
@@ -155,7 +157,11 @@ class CoinPipeline:
         return stage
 
     def image(self, image_id: str) -> np.ndarray:
-        return stretch_intensity(read_image(self.layout.image_path(image_id)), self.datamodule.stretch)
+        """RGB of a training image as the network sees it before normalisation (data.bit_depth, stretch): uint8
+        for 8-bit images, float32 in [0, 1] for deeper ones. The classical stages (UCIS, handcrafted features,
+        prompter) read both through `ucis.as_float_rgb`; SAM, ViT features and DenseCRF round floats to 8 bits."""
+        image, _ = load_image(self.layout.image_path(image_id), self.datamodule.bit_depth, self.datamodule.stretch)
+        return image
 
     def progress(self, desc: str):
         return tqdm(self.ids, desc=desc, unit="image", leave=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cellseg.data.intensity import as_uint8_rgb
 from cellseg.methods.coin.prototypes import MINMAX_EPS, normalise_heatmaps
 from cellseg.methods.coin.sinkhorn import transport_plan
 
@@ -92,7 +93,7 @@ def crf_refine(
     except ImportError as err:
         raise ImportError(CRF_MISSING) from err
     n_classes, height, width = probs.shape
-    image = np.ascontiguousarray(np.asarray(image_rgb, dtype=np.uint8)[..., :3])
+    image = np.ascontiguousarray(as_uint8_rgb(image_rgb)[..., :3])  # float [0, 1] images rounded, not cast
     if image.shape[:2] != (height, width):
         raise ValueError(f"image has shape {image.shape}; expected ({height}, {width}, 3) like the heatmaps")
     model = dcrf.DenseCRF2D(width, height, n_classes)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cellseg.data.intensity import as_uint8_rgb
 from cellseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cellseg.models.vit import vit_token_grid
 
@@ -107,7 +108,7 @@ class VitFeatureExtractor:
     def window_tokens(self, image_rgb: np.ndarray, zoom: int) -> WindowTokens:
         height, width = image_rgb.shape[:2]
         side, origins = window_origins(height, width, zoom)
-        image = torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1).float().div(255.0)
+        image = torch.from_numpy(np.ascontiguousarray(as_uint8_rgb(image_rgb))).permute(2, 0, 1).float().div(255.0)
         grids = []
         for start in range(0, len(origins), self.window_batch):
             crops = torch.stack([image[:, r:r + side, c:c + side] for r, c in origins[start:start + self.window_batch]])

@@ -281,3 +281,28 @@ def test_intensity_stretch_reaches_the_stages_and_keys_their_hashes_only_when_se
     assert stretched.data_identity()["stretch_percentiles"] == [5.0, 95.0]
     image_id = plain.ids[0]
     np.testing.assert_array_equal(stretched.image(image_id), stretch_intensity(plain.image(image_id), (5.0, 95.0)))
+
+
+def test_12bit_images_reach_the_classical_stages_as_floats_and_give_the_8bit_pseudo_labels(tmp_path, data_root):
+    import tifffile
+
+    from cellseg.utils.io import read_image
+
+    deep = tmp_path / "deep"  # the same images x 16 in 16-bit TIFFs: 12-bit data
+    for path in (data_root / "Synth").rglob("*.png"):
+        target = deep / path.relative_to(data_root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent.name == "images":
+            tifffile.imwrite(target.with_suffix(".tif"), read_image(path).astype(np.uint16) * 16)
+        else:
+            target.write_bytes(path.read_bytes())
+    plain = CoinPipeline(compose_coin(tmp_path, data_root=data_root))
+    twelve = CoinPipeline(compose_coin(tmp_path, data_root=deep, run="deep"))
+    image_id = plain.ids[0]
+    eight_bit, deep_image = plain.image(image_id), twelve.image(image_id)
+    assert eight_bit.dtype == np.uint8 and deep_image.dtype == np.float32 and deep_image.max() <= 1.0
+    assert len(np.unique(deep_image)) == len(np.unique(eight_bit))
+    first, second = plain.pseudo_labels(0), twelve.pseudo_labels(0)
+    for image_id in plain.ids:  # UCIS, handcrafted features and prompter agree on the two encodings
+        np.testing.assert_array_equal(read_label(second.dir / "labels" / f"{image_id}.png"),
+                                      read_label(first.dir / "labels" / f"{image_id}.png"))
