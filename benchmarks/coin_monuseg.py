@@ -31,8 +31,8 @@ from omegaconf import OmegaConf
 from cellseg.evaluation import evaluate_arrays
 from cellseg.methods.coin.module import binary_to_instances
 from cellseg.methods.coin.oracle import pseudo_label_quality, summarise_quality
-from cellseg.methods.coin.pipeline import propagate_image, propagation_model
 from cellseg.methods.coin.stages import ucis_instances
+from cellseg.pipeline.coin import propagate_image, propagation_model
 from cellseg.utils.io import read_image, read_label, write_image, write_json, write_label
 
 EXPERIMENT = "coin_cpu_monuseg"

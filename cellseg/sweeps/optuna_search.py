@@ -16,7 +16,8 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from cellseg.tasks.common import check_supervision, metric_for_sweeper, run_task
+from cellseg.pipeline.checks import check_supervision
+from cellseg.tasks.common import metric_for_sweeper, run_task
 from cellseg.tasks.compose import compose_config
 from cellseg.tasks.train import prepare_training_run, train
 

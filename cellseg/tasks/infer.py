@@ -24,7 +24,8 @@ from cellseg.data.intensity import (
 )
 from cellseg.data.transforms import to_normalised_tensor
 from cellseg.inference.writers import write_geojson, write_instance_tiff, write_instances_csv
-from cellseg.tasks.common import ConfigError, run_task
+from cellseg.pipeline.checks import ConfigError
+from cellseg.tasks.common import run_task
 from cellseg.utils.checkpoints import read_checkpoint
 from cellseg.utils.io import IMAGE_FILE_SUFFIXES, read_image, write_label
 from cellseg.utils.project import CONFIG_DIR, set_project_root_env

@@ -12,16 +12,10 @@ from omegaconf import DictConfig
 
 from cellseg.callbacks import LastCheckpoint
 from cellseg.callbacks.last_checkpoint import LAST_NAME
-from cellseg.evaluation import evaluate_predictions, format_table
-from cellseg.inference.prediction_writer import InstanceMapWriter
+from cellseg.pipeline.checks import ConfigError, check_monitors, check_supervision
+from cellseg.pipeline.evaluate import predict_and_evaluate
 from cellseg.pipeline.trainer import build_callbacks, build_loggers, build_trainer
-from cellseg.tasks.common import (
-    ConfigError,
-    check_monitors,
-    check_supervision,
-    metric_for_sweeper,
-    run_task,
-)
+from cellseg.tasks.common import metric_for_sweeper, run_task
 from cellseg.utils.checkpoints import read_checkpoint
 from cellseg.utils.project import CONFIG_DIR, set_project_root_env
 
@@ -124,28 +118,6 @@ def configure_selection(cfg: DictConfig, has_val: bool) -> None:
             node.mode = cfg.method.get("monitor_mode", node.get("mode", "max"))
     elif cfg.method.selection != "last":
         raise ConfigError(f"method.selection={cfg.method.selection}; expected best or last")
-
-
-def predict_and_evaluate(cfg, trainer, module, datamodule, ckpt_path: str | None, split_role: str = "test") -> dict:
-    """Write predicted instance maps of a split (into an emptied folder), then score them as eval.py does."""
-    output_dir = Path(cfg.paths.output_dir)
-    pred_dir = output_dir / "predictions" / split_role
-    if trainer.is_global_zero and pred_dir.exists():
-        shutil.rmtree(pred_dir)  # an earlier run's maps must not mix with these
-    trainer.strategy.barrier()
-    trainer.callbacks.append(InstanceMapWriter(pred_dir))
-    loader = datamodule.predict_dataloader_for(split_role, with_labels=False)
-    trainer.predict(module, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
-    trainer.strategy.barrier()
-    if not trainer.is_global_zero:
-        return {}
-    layout = datamodule.layout(split_role)
-    result = evaluate_predictions(layout.labels_dir, pred_dir, output_dir, ids=datamodule.ids(split_role))
-    log.info("%s metrics (checkpoint %s):\n%s", split_role, ckpt_path, format_table(result))
-    metrics = {f"{split_role}/{k}": v for k, v in result.per_image_mean.items()}
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics)
-    return metrics
 
 
 def fit_and_test(cfg: DictConfig) -> dict:

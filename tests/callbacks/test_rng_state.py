@@ -9,7 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from cellseg.callbacks.rng_state import CHECKPOINT_KEY, RandomStateCheckpoint, collect_rng_states, restore_rng_states
+from cellseg.callbacks.rng_state import (
+    CHECKPOINT_KEY,
+    RandomStateCheckpoint,
+    collect_rng_states,
+    restore_rng_states,
+)
 
 
 def draws() -> tuple:

@@ -9,8 +9,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from cellseg.pipeline.checks import ConfigError, check_monitors, check_supervision
 from cellseg.pipeline.trainer import instantiate_list
-from cellseg.tasks.common import ConfigError, check_monitors, check_supervision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = REPO_ROOT / "configs"

@@ -11,7 +11,7 @@ import torch
 from hydra.errors import InstantiationException
 from test_cli import run
 
-from cellseg.tasks.common import ConfigError
+from cellseg.pipeline.checks import ConfigError
 from cellseg.tasks.train import check_run_request, prepare_run_folder, train
 from cellseg.utils.checkpoints import CheckpointError
 

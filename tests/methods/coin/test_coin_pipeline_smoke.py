@@ -10,7 +10,7 @@ import torch
 from coin_pipeline_synth import compose_coin
 
 from cellseg.metrics import instance_metrics
-from cellseg.tasks.common import check_supervision
+from cellseg.pipeline.checks import check_supervision
 from cellseg.tasks.train import train
 from cellseg.utils.io import read_label
 

@@ -17,10 +17,10 @@ from timm.models.vision_transformer import VisionTransformer
 
 import cellseg.models.sam as sam_models
 import cellseg.models.vit as vit_models
-from cellseg.methods.coin.pipeline import CoinPipeline
 from cellseg.methods.coin.prompter import interior_point
 from cellseg.methods.coin.stages import load_prompts
 from cellseg.methods.coin.vit_features import VitFeatureExtractor, window_origins
+from cellseg.pipeline.coin import CoinPipeline
 from cellseg.utils.io import read_image, read_label
 
 torch.set_num_threads(1)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cellseg.methods.s2l import Scribble2Label
+from cellseg.methods.s2l.module import Scribble2Label
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 IGNORE = 250
@@ -85,7 +85,7 @@ def ema_after_updates(epochs: tuple[int, ...] = (0, 1)) -> tuple[dict, list[int]
     """Scribble2Label.run_ema_update on RecordingImages (under whatever process group is initialised)."""
     module = make_module(seed=0, ema_period=1, alpha=0.2)
     images = RecordingImages()
-    from cellseg.methods.ema_maps import EmaMaps
+    from cellseg.methods.s2l.ema_maps import EmaMaps
 
     module.ema = EmaMaps.zeros([d["id"] for d in images.items], [tuple(d["image"].shape[1:]) for d in images.items])
     module._ema_source = images

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cellseg.data.transforms import CropGeometry, apply_geometry
-from cellseg.methods.ema_maps import (
+from cellseg.methods.s2l.ema_maps import (
     EmaMaps,
     compute_shard_updates,
     ema_blend,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from s2l_helpers import IGNORE, make_batch, make_module
 
-from cellseg.methods.ema_maps import EmaMaps
+from cellseg.methods.s2l.ema_maps import EmaMaps
 from cellseg.models import build_segmentation_model
 
 

@@ -16,8 +16,8 @@ from s2l_helpers import REPO_ROOT, make_module
 import cellseg.utils.io
 from cellseg.data import NucleiDataModule
 from cellseg.data.weak import ScribbleLabels
-from cellseg.methods.s2l import Scribble2Label
-from cellseg.tasks.common import ConfigError, check_monitors, check_supervision
+from cellseg.methods.s2l.module import Scribble2Label
+from cellseg.pipeline.checks import ConfigError, check_monitors, check_supervision
 from cellseg.tasks.train import train
 
 SAMPLE = REPO_ROOT / "data" / "sample"

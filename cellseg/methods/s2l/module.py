@@ -3,7 +3,7 @@
 Warm-up (epoch < E_w): L = L_sp, CE over scribbled pixels only. Afterwards L = L_sp + λ·L_up, L_up = CE over
 unscribbled pixels against ŷ from the per-image EMA map Ȳ (1 if Ȳ > τ, 0 if Ȳ < 1 - τ, else ignored); each term
 averages over its own valid pixels and an empty term contributes 0. Ȳ is updated after epoch e when
-(e + 1) mod Q == 0 (cellseg/methods/ema_maps.py) and travels with every checkpoint. `pce_only` is the pCE
+(e + 1) mod Q == 0 (cellseg/methods/s2l/ema_maps.py) and travels with every checkpoint. `pce_only` is the pCE
 baseline (scribble loss alone, no EMA). Instances: 8-connected components of p_fg > 0.5 (`instances: cc`).
 """
 
@@ -19,7 +19,8 @@ from torchmetrics.aggregation import MeanMetric
 from cellseg.callbacks import LastCheckpoint
 from cellseg.data.transforms import CropGeometry
 from cellseg.methods.dense import DenseSegmentationModule
-from cellseg.methods.ema_maps import (
+from cellseg.methods.losses import cross_entropy_or_zero
+from cellseg.methods.s2l.ema_maps import (
     CHECKPOINT_KEY,
     EmaMaps,
     broadcast_buffers,
@@ -33,7 +34,6 @@ from cellseg.methods.ema_maps import (
     sidecar_path,
     update_ema_maps,
 )
-from cellseg.methods.losses import cross_entropy_or_zero
 from cellseg.postproc.instances import INSTANCE_METHODS, semantic_to_instance
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 from cellseg.callbacks.ema_weights import EmaWeights
 from cellseg.callbacks.last_checkpoint import LAST_NAME
 from cellseg.data.intensity import load_image
-from cellseg.methods.coin.bookkeeping import Stage, profiled, read_json
 from cellseg.methods.coin.module import binary_to_instances
 from cellseg.methods.coin.prototypes import PrototypeAccumulator
 from cellseg.methods.coin.refine import CRF_MISSING
@@ -53,8 +52,11 @@ from cellseg.methods.coin.stages import (
 )
 from cellseg.methods.coin.vit_features import WindowTokens
 from cellseg.models.sam import MISSING_WEIGHTS
+from cellseg.pipeline.checks import check_supervision
+from cellseg.pipeline.evaluate import predict_and_evaluate
+from cellseg.pipeline.profiling import profiled
+from cellseg.pipeline.stage import Stage, read_json
 from cellseg.pipeline.trainer import build_callbacks, build_loggers, build_trainer
-from cellseg.tasks.common import check_supervision
 from cellseg.utils.hashing import stable_seed
 from cellseg.utils.io import atomic_path, read_label, write_json, write_label, write_mask_uint8
 
@@ -420,8 +422,6 @@ class CoinPipeline:
 
     def evaluate(self, round_: int) -> dict:
         """Test-split predictions and metrics of round `round_` (predict_and_evaluate, as the other methods)."""
-        from cellseg.tasks.train import predict_and_evaluate
-
         trained = self.train_round(round_)
         test_ids = self.datamodule.ids("test")
         config = {"infer": as_container(self.method.infer), "instances": as_container(self.method.instances),
