@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as the spec's budget says
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as the budget of docs/metrics.md#speed says
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402

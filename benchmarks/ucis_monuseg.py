@@ -1,7 +1,7 @@
-"""COIN stage 0: the classical UCIS (coin.md (c)) on the 14 MoNuSeg test images, against their labels.
+"""COIN stage 0: the classical UCIS (docs/methods/coin.md#ucis) on the 14 MoNuSeg test images, against their labels.
 
 Prints AJI, PQ and Dice per image (`cellseg.metrics.instance_metrics`), their mean over images and the seconds per
-image (wall and CPU). Target (coin.md (e)): AJI >= ~0.55, what a 12-line classical watershed reaches.
+image (wall and CPU). Target (docs/methods/coin.md#results): AJI >= ~0.55, what a 12-line classical watershed reaches.
 `--prompter` also times the classical prompter over the UCIS instances of each image (stage 2b budget).
 
     python benchmarks/ucis_monuseg.py [--data-root ../shared/data] [--peak-min-distance 4] [--prompter local_otsu]

@@ -1,6 +1,6 @@
 """Weights policy: random init by default, local checkpoints with optional sha256, opt-in `auto` downloads.
 
-`load(module, spec)` is the one path every model uses (framework.md, "Weights policy"):
+`load(module, spec)` is the one path every model uses (docs/framework.md#weights-policy):
 - `spec=None` keeps the random initialisation;
 - a local `.pth|.pt|.bin` (torch.load, weights_only) or `.safetensors` file is unwrapped (nested `state_dict` /
   `model` / `module` keys, a leading `module.` prefix), re-prefixed, stripped of known extras (MAE decoder, mask

@@ -1,4 +1,4 @@
-"""cellseg.weights: the one loading path for every model (framework.md, "Weights policy")."""
+"""cellseg.weights: the one loading path for every model (docs/framework.md#weights-policy)."""
 
 from __future__ import annotations
 

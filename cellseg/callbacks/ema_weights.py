@@ -1,6 +1,6 @@
 """Exponential moving average of a LightningModule's weights (parameters and float buffers), as a callback.
 
-COIN (coin.md A6) updates the EMA after every optimiser step (decay 0.999) and uses it for evaluation and
+COIN (docs/methods/coin.md#training) updates the EMA after every optimiser step (decay 0.999) and uses it for evaluation and
 checkpoints. Here a checkpoint's `state_dict` holds the EMA weights, so any consumer that loads a checkpoint
 (`trainer.predict(ckpt_path=...)`, eval.py) gets them; the raw weights travel under `raw_state_dict` and are
 put back when training resumes from that checkpoint. When fitting ends (after the final checkpoint, which keeps

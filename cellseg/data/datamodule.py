@@ -35,7 +35,7 @@ from cellseg.utils.io import read_image, read_label
 
 log = logging.getLogger(__name__)
 
-# index.csv `modality_guess` values of the shared DSB2018 copy -> the modality names of data.md.
+# index.csv `modality_guess` values of the shared DSB2018 copy -> the modality names of docs/data.md#modality.
 MODALITY_ALIASES = {"color(HE/brightfield)": "histopathology", "brightfield_gray": "brightfield"}
 MODALITIES = ("fluorescence", "histopathology", "brightfield")
 

@@ -1,4 +1,4 @@
-"""Tiled dense prediction with a tapered, normalised blend (cellpose style; framework.md "Tiled inference").
+"""Tiled dense prediction with a tapered, normalised blend (cellpose style; docs/framework.md#tiled-inference).
 
 Tiles of `tile` px overlap by at least `overlap` px; the last tile of a row or column is flush with the image
 border, so every tile has the same shape and tiles batch together. An axis no longer than `tile` is processed

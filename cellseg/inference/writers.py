@@ -1,4 +1,4 @@
-"""Instance outputs: label TIFF, QuPath GeoJSON and a per-nucleus CSV (framework.md "Output formats").
+"""Instance outputs: label TIFF, QuPath GeoJSON and a per-nucleus CSV (docs/framework.md#output-formats).
 
 Coordinates in the GeoJSON and the CSV are level-0 pixel coordinates in the continuous convention of QuPath,
 shapely and rasterio: pixel (row r, column c) covers [c, c + 1) x [r, r + 1), so `floor(x)` is the column index.

@@ -1,4 +1,4 @@
-"""Instance segmentation metrics from one contingency table per image (metrics.md)."""
+"""Instance segmentation metrics from one contingency table per image (docs/metrics.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dataset-level aggregation (metrics.md section 3): per-image means over defined images and pooled ratios."""
+"""Dataset-level aggregation (docs/metrics.md#aggregation): per-image means over defined images and pooled ratios."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Faithful Scribble2Label evaluation metrics, quirks included (metrics.md section 2, "Faithful variants").
+"""Faithful Scribble2Label evaluation metrics, quirks included (docs/metrics.md#faithful-variants).
 
 `s2l_mdice_faithful` reproduces S2L `scripts/metric_mdice.py` (from WSISPDR) on an instance prediction:
 - GT is converted to 8 bits with saturation (ids >= 255 become 255, merging them);

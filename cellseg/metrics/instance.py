@@ -1,4 +1,4 @@
-"""Instance segmentation metrics of one image from one contingency table (metrics.md section 2).
+"""Instance segmentation metrics of one image from one contingency table (docs/metrics.md#definitions).
 
 `image_stats` returns the additive sums of an image (what pooling and the torchmetrics states need) together with
 its metric values; `metrics_from_sums` turns sums into metric values, so per-image values and pooled values are

@@ -1,4 +1,4 @@
-"""The contingency table of a GT and a predicted instance map (metrics.md section 1).
+"""The contingency table of a GT and a predicted instance map (docs/metrics.md#contingency-table).
 
 Every metric of an image is derived from this one table: no per-instance full-size mask is ever built.
 Overlap cells are kept sparse (row, column, count) so that the matching code never looks at empty cells.

@@ -1,4 +1,4 @@
-"""torchmetrics wrappers (metrics.md section 4): tables are built on CPU per image, only scalar sums cross ranks.
+"""torchmetrics wrappers (docs/metrics.md#torchmetrics-wrappers): tables are built on CPU per image, only scalar sums cross ranks.
 
 States (float64, `dist_reduce_fx="sum"`): per metric the sum of defined per-image values, the defined count and
 the undefined count; per pooled quantity its dataset sum (`pool_<field>`). With `per_image=True`, two `cat` states

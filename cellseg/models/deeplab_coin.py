@@ -1,4 +1,4 @@
-"""COIN's stage-3 network (coin.md A6): smp ResNet encoder at output stride 8 + DeepLabV3+ heads built here.
+"""COIN's stage-3 network (docs/methods/coin.md#network): smp ResNet encoder at output stride 8 + DeepLabV3+ heads built here.
 
 Two identical heads read the same encoder features: segmentation (logits at 1/4 of the input) and, optionally,
 edges (logits bilinearly upsampled to the input). `head_impl: smp` swaps in smp's stock decoder (separable

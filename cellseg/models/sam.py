@@ -1,4 +1,4 @@
-"""segment-anything point prompter for COIN's `prompter: sam` (coin.md A5 and (c)).
+"""segment-anything point prompter for COIN's `prompter: sam` (docs/methods/coin.md#prompters).
 
 Built only from a local checkpoint through `sam_model_registry[model_type](checkpoint=path)`; one `set_image`
 per image, then the points go through the predictor's own coordinate transform in N x 1 batches and the

@@ -1,4 +1,4 @@
-"""timm ViT feature backbone for COIN's `features: vit` (coin.md A2): random init unless a local MAE/FiT3D file."""
+"""timm ViT feature backbone for COIN's `features: vit` (docs/methods/coin.md#vit-features): random init unless a local MAE/FiT3D file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""COIN driver (coin.md A1-A8): `method=coin` runs every stage in order, resumable stage by stage.
+"""COIN driver (docs/methods/coin.md#run-folder): `method=coin` runs every stage in order, resumable stage by stage.
 
     ucis_0/       U per training image (classical recipe or a folder of SSA/PSM predictions)
     propagate_0/  stats.json (handcrafted z-scores), prototype.json (global mu_fg), masks/<id>.png = S

@@ -1,4 +1,4 @@
-"""Stage folders of a multi-stage pipeline (framework.md): `<output_dir>/<stage>_<t>/` with `done.json`.
+"""Stage folders of a multi-stage pipeline (docs/framework.md#pipeline-stages): `<output_dir>/<stage>_<t>/` with `done.json`.
 
 A stage's hash covers its config node and its inputs' hashes. `done.json` (written last, atomically) marks a
 finished stage: a rerun with the same hash skips it. `stage.json` (written first) marks a started one: a rerun

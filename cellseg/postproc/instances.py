@@ -1,7 +1,7 @@
 """Semantic (binary foreground) masks to instance label maps, shared by every method.
 
-`watershed_instances` follows COIN's `semantic2instance` (coin.md A4); `connected_components` is Scribble2Label's
-decoding (s2l.md A4); `clean_instances` is the common tail (small objects, holes, contiguous ids).
+`watershed_instances` follows COIN's `semantic2instance` (docs/methods/coin.md#instances); `connected_components` is Scribble2Label's
+decoding (docs/methods/s2l.md#inference-and-instances); `clean_instances` is the common tail (small objects, holes, contiguous ids).
 """
 
 from __future__ import annotations

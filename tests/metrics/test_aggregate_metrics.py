@@ -1,4 +1,4 @@
-"""Per-image means, undefined counts and pooled values (metrics.md section 3)."""
+"""Per-image means, undefined counts and pooled values (docs/metrics.md#aggregation)."""
 
 from __future__ import annotations
 

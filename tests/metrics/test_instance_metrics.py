@@ -207,7 +207,7 @@ def test_bad_inputs_raise_one_clear_error():
 
 
 def test_speed_on_a_full_monuseg_image(shared_data):
-    """Budget of the spec: < 100 ms for ~700 nuclei on one core; 4x slack for a loaded test machine."""
+    """Budget of docs/metrics.md#speed: < 100 ms for ~700 nuclei on one core; 4x slack for a loaded test machine."""
     gt = read_label(shared_data / "MoNuSeg" / "test" / "labels" / "TCGA-CU-A0YN-01A-02-BSB.png")
     pred = erode(shift(gt, 2, 3))
     instance_metrics(gt[:64, :64], pred[:64, :64])  # warm-up (imports, caches)

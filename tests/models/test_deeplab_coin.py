@@ -1,4 +1,4 @@
-"""COIN DeepLabV3+ (coin.md A6): output shapes, output stride 8, head structure, parameter groups."""
+"""COIN DeepLabV3+ (docs/methods/coin.md#network): output shapes, output stride 8, head structure, parameter groups."""
 
 from __future__ import annotations
 

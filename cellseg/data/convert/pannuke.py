@@ -4,7 +4,7 @@ Mask channels 0-4 hold class-wise instance ids (neoplastic, inflammatory, connec
 is background. The instance map numbers the instances of channel 0, then 1, ... (ids ascending within a channel)
 as 1..N, so ids that repeat across channels never collide; the class of each instance goes to
 instance_classes.csv. Split as in the papers: folds 1 + 2 -> train, fold 3 -> test; ids are `fold<k>_<index>`.
-Images without any nucleus exist and are kept (metrics.md empty-GT policy).
+Images without any nucleus exist and are kept (docs/metrics.md#empty-images).
 """
 
 from __future__ import annotations

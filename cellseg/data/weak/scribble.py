@@ -1,4 +1,4 @@
-"""Synthetic scribbles from instance maps, as Scribble2Label's `preprocess.py` (s2l.md A1), seeded and cached.
+"""Synthetic scribbles from instance maps, as Scribble2Label's `preprocess.py` (docs/data.md#scribbles), seeded and cached.
 
 Foreground scribbles are whole skeletons of blobs; background scribbles are branch segments of the skeleton of the
 background (a Voronoi-like network cut at its Harris corners). Both keep k = n_fg - floor(n_fg (1 - ratio)) items
@@ -104,7 +104,7 @@ def synthesize_scribble(
     ignore_index: int = DEFAULT_IGNORE_INDEX,
     **corner_params,
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Scribble map of one instance map (s2l.md A1) and the counts n_fg, n_bg, k_fg, k_bg.
+    """Scribble map of one instance map (docs/data.md#scribbles) and the counts n_fg, n_bg, k_fg, k_bg.
 
     Output uint8: `ignore_index` unlabelled, 0 background scribble, 1 foreground scribble (written last).
     `corner_params` (defaults DEFAULT_CORNER_PARAMS): harris_k, harris_sigma, min_distance, threshold_rel,
@@ -177,7 +177,7 @@ class ScribbleLabels(CachedWeakLabels):
         }
 
     def sample_params(self) -> tuple:
-        return (self.ratio,)  # ratios are sampled independently (s2l.md A1)
+        return (self.ratio,)  # ratios are sampled independently (docs/data.md#scribbles)
 
     def generate(self, image_id: str, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         scribble, _ = synthesize_scribble(

@@ -1,4 +1,4 @@
-"""COIN (Jo et al., ICCV 2025) pseudo-labelling stages 0-2 as pure functions (coin.md).
+"""COIN (Jo et al., ICCV 2025) pseudo-labelling stages 0-2 as pure functions (docs/methods/coin.md).
 
 ucis (stage 0), features + prototypes + sinkhorn + refine (stage 1), prompter + scoring (stage 2b); the
 semantic -> instance watershed of stage 2a lives in `cellseg.postproc.instances`.

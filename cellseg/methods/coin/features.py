@@ -1,4 +1,4 @@
-"""Stage 1a of COIN, offline default (coin.md (c) `features: handcrafted`): 21 per-pixel colour/texture features.
+"""Stage 1a of COIN, offline default (docs/methods/coin.md#features): 21 per-pixel colour/texture features.
 
 Channels (in this order): H&E optical densities (3, rgb2hed), CIE Lab (3), Gaussian of the stain channel at
 sigma 1, 2, 4 (3) and of L at sigma 1, 2, 4 (3), scale-normalised LoG of the stain channel at sigma 2, 3, 4 (3),

@@ -1,4 +1,4 @@
-"""COIN stage 3 (coin.md A6, A7): self-distillation of a DeepLabV3+ (CoinDeepLab) on the pseudo labels P.
+"""COIN stage 3 (docs/methods/coin.md#self-distillation): self-distillation of a DeepLabV3+ (CoinDeepLab) on the pseudo labels P.
 
 Targets come from P (uint16 file: 0 background, 1..K confident instances, 65535 ignore), cropped and augmented
 by the DataModule as one instance map, so edge targets are taken after augmentation as in the reference:

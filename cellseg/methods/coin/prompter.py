@@ -1,4 +1,4 @@
-"""Stage 2b of COIN, offline prompter (coin.md A5, (c) `prompter: classical`).
+"""Stage 2b of COIN, offline prompter (docs/methods/coin.md#prompters).
 
 One positive point per UCIS/watershed instance (interior point by default, the reference's centroid as an
 option); a classical segmenter grows a mask from that point inside a square window, independently of the
@@ -68,9 +68,9 @@ class ClassicalPrompter:
     Window half-size: `auto` = max(16, 3 r_med), else the given int. Methods:
     - `local_otsu` (default here): Otsu threshold of the window. About 1 ms per instance on MoNuSeg, and its
       IoU score tracks the UCIS instance's true quality (see the report of benchmarks/ucis_monuseg.py).
-    - `random_walker` (coin.md (c)): skimage random_walker (beta 130); seeds fg = disk of radius `fg_radius`
+    - `random_walker` (the first planned recipe): skimage random_walker (beta 130); seeds fg = disk of radius `fg_radius`
       (2) at the point, bg = the window sides inside the image + pixels below the window's `bg_percentile`-th
-      (20) stain percentile. About 6 ms per instance; with these spec values its masks stay small on H&E.
+      (20) stain percentile. About 6 ms per instance; with these values its masks stay small on H&E.
     - `morph_chan_vese`: 50 iterations, smoothing 1, initial level set = disk of radius r_med / 2 (~15 ms).
     Every method keeps the 4-connected component containing the point (empty if the point falls outside);
     `smooth_sigma` > 0 smooths the window first, `fill_holes` fills the kept component.

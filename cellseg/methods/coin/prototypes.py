@@ -1,7 +1,7 @@
-"""Stage 1b of COIN (coin.md A3.1-A3.3): class prototypes, cosine heatmaps and their normalisation.
+"""Stage 1b of COIN (A3.1-A3.3, docs/methods/coin.md#prototypes-and-heatmaps): class prototypes, cosine heatmaps and their normalisation.
 
 Features are (D, H, W) and already L2-normalised per pixel. The global foreground prototype is a running
-float64 sum + count over the U > 0 pixels of every training image (spec (b) 2: the reference concatenates all
+float64 sum + count over the U > 0 pixels of every training image (docs/methods/coin.md#reference-quirks, 2: the reference concatenates all
 foreground features on the GPU), the background prototype is per image.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MINMAX_EPS = 1e-5  # spec (b) 7: min-max denominators clipped at 1e-5
+MINMAX_EPS = 1e-5  # docs/methods/coin.md#reference-quirks, 7: min-max denominators clipped at 1e-5
 COSINE_EPS = 1e-8  # as torch.nn.functional.cosine_similarity
 
 

@@ -1,4 +1,4 @@
-"""Stage 1b of COIN (coin.md A3.3-A3.8): heatmaps -> binary foreground S via optimal transport and optional CRF.
+"""Stage 1b of COIN (A3.3-A3.8, docs/methods/coin.md#optimal-transport): heatmaps -> binary foreground S via optimal transport and optional CRF.
 
 Input heatmaps are the raw zoom-averaged cosine maps of A3.2, channel 0 = background, 1 = foreground; the
 A3.3 normalisation is applied here because the no-OT ablation uses the raw foreground map.

@@ -1,4 +1,4 @@
-"""Stage 2b of COIN (coin.md A5, (b) 5/7): instance confidence scores, per-image threshold, pseudo label P.
+"""Stage 2b of COIN (docs/methods/coin.md#pseudo-labels): instance confidence scores, per-image threshold, pseudo label P.
 
 P is uint16: 0 = background, 1..K = accepted instances, 65535 = ignore (watershed foreground not accepted).
 """

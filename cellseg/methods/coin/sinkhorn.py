@@ -1,4 +1,4 @@
-"""Entropic optimal transport of pixels onto classes (coin.md A3.4, (b) 1, (c) OT).
+"""Entropic optimal transport of pixels onto classes (docs/methods/coin.md#optimal-transport).
 
 M pixels with mass a = 1/M, N classes with mass b = 1/N, kernel K = exp(-C / eps). The native solver follows
 the reference update order (r <- a / (K c), then c <- b / (K^T r), starting from r = c = 1) in float64.

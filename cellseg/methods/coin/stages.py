@@ -1,4 +1,4 @@
-"""Per-image work of COIN stages 0-2 (coin.md A1-A5), independent of where results are stored.
+"""Per-image work of COIN stages 0-2 (steps A1-A5 of docs/methods/coin.md#step-labels), independent of where results are stored.
 
 Stage 0: `ucis_instances` (classical or folder). Stage 1: a feature source (`handcrafted` or `vit`) yields
 L2-normalised features block by block; `add_foreground` accumulates the global foreground prototype (pass 1),
@@ -210,7 +210,7 @@ def prompt_point(instance_mask: np.ndarray, kind: str) -> tuple[int, int]:
 
 
 class ClassicalPromptSource:
-    """`prompter: classical`: a window segmenter grown from one point per instance (coin.md (c))."""
+    """`prompter: classical`: a window segmenter grown from one point per instance (docs/methods/coin.md#prompters)."""
 
     def __init__(self, prompter: Mapping, stain: str = "auto") -> None:
         self.prompt_point = prompter.get("prompt_point", "interior")

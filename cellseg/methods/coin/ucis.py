@@ -1,4 +1,4 @@
-"""Stage 0 of COIN: an initial unsupervised instance segmenter (UCIS), coin.md (c) `ucis: classical | folder`.
+"""Stage 0 of COIN: an initial unsupervised instance segmenter (UCIS), docs/methods/coin.md#ucis.
 
 `classical_ucis` is a deterministic CPU recipe (stain channel, Otsu, clean-up, distance-transform watershed);
 `read_ucis_folder` plugs in precomputed predictions (SSA/PSM) as 16-bit PNGs or COIN's B*256+G colour PNGs.
@@ -72,7 +72,7 @@ def classical_ucis(
 ) -> np.ndarray:
     """Instance map (int32, 0 = background, 1..N) of nuclei by threshold + distance-transform watershed.
 
-    Recipe of coin.md (c): stain channel, Gaussian sigma 1, global threshold, remove objects < min_area,
+    Recipe (docs/methods/coin.md#ucis): stain channel, Gaussian sigma 1, global threshold, remove objects < min_area,
     fill holes <= max_hole, opening disk(1); distance transform + Gaussian sigma 1, peaks at least
     `peak_min_distance` apart inside the mask, watershed on -dist; blobs without a peak stay one instance;
     instances < min_area are dropped.

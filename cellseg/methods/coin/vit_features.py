@@ -1,4 +1,4 @@
-"""COIN stage 1a with a ViT (coin.md A2, (c) `features: vit`): window token grids, block-wise dense features.
+"""COIN stage 1a with a ViT (docs/methods/coin.md#vit-features): window token grids, block-wise dense features.
 
 Per image and zoom z, square windows of side w = floor(min(H, W) / z) (stride floor(2w/3), last window flush
 with the border) are upsampled x z (bicubic), ImageNet-normalised, resized (bicubic) up to the next multiple of

@@ -1,4 +1,4 @@
-"""Scribble2Label's per-image EMA of the foreground probability (s2l.md A3): state, pseudo labels, sharded updates.
+"""Scribble2Label's per-image EMA of the foreground probability (docs/methods/s2l.md#ema-maps): state, pseudo labels, sharded updates.
 
 Every training image keeps a full-size map Ȳ (initialised to 0). After epoch e with (e + 1) mod Q == 0 each map is
 blended with the current prediction, Ȳ <- α·p + (1 - α)·Ȳ. Maps are held (and checkpointed) in `dtype`; the blend

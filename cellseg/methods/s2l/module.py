@@ -1,4 +1,4 @@
-"""Scribble2Label (Lee & Jeong, MICCAI 2020; s2l.md): scribble CE, then + λ·CE on pseudo labels from EMA maps.
+"""Scribble2Label (Lee & Jeong, MICCAI 2020; docs/methods/s2l.md): scribble CE, then + λ·CE on pseudo labels from EMA maps.
 
 Warm-up (epoch < E_w): L = L_sp, CE over scribbled pixels only. Afterwards L = L_sp + λ·L_up, L_up = CE over
 unscribbled pixels against ŷ from the per-image EMA map Ȳ (1 if Ȳ > τ, 0 if Ȳ < 1 - τ, else ignored); each term
@@ -254,7 +254,7 @@ class Scribble2Label(DenseSegmentationModule):
         decoder = [p for p in self.net.parameters() if id(p) not in taken]
         groups = [{"params": encoder, "lr": self.lr_encoder, "name": "encoder"},
                   {"params": decoder, "lr": self.lr_decoder, "name": "decoder"}]
-        if not self.faithful_frozen_head:  # the reference left the head out of every group (s2l.md quirk 1)
+        if not self.faithful_frozen_head:  # the reference left the head out of every group (docs/methods/s2l.md#reference-quirks, 1)
             groups.append({"params": head, "lr": self.lr_decoder, "name": "head"})
         return [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
 

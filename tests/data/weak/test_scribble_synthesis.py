@@ -1,4 +1,4 @@
-"""synthesize_scribble (s2l.md A1): scribbles only on their side of the mask, counts of steps 3-4, edge cases."""
+"""synthesize_scribble (docs/data.md#scribbles): scribbles only on their side of the mask, counts of steps 3-4, edge cases."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def n_components(mask: np.ndarray) -> int:
 
 
 def expected_k(n_fg: int, ratio: float) -> int:
-    # s2l.md A1 step 3, written from the spec: keep all but floor(n (1 - r)) blobs.
+    # docs/data.md#scribbles step 3, written from the rule: keep all but floor(n (1 - r)) blobs.
     return n_fg - math.floor(n_fg * (1 - ratio))
 
 

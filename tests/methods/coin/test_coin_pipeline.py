@@ -193,7 +193,7 @@ def test_max_steps_auto_matches_the_reference_budget():
     from omegaconf import OmegaConf
 
     train = OmegaConf.create({"max_steps": "auto", "epochs": 100, "repeat": 100, "batch_size": 16})
-    assert max_steps_for(train, 37) == 23100  # MoNuSeg (37 images): ~23.1k iterations (coin.md A6)
+    assert max_steps_for(train, 37) == 23100  # MoNuSeg (37 images): ~23.1k iterations (docs/methods/coin.md#training)
     assert max_steps_for(OmegaConf.create({"max_steps": 7}), 37) == 7
 
 

@@ -1,4 +1,4 @@
-"""EMA arithmetic, the tau rule, sharding, the checkpoint state and sidecar pruning of Scribble2Label's maps (s2l.md A3)."""
+"""EMA arithmetic, the tau rule, sharding, the checkpoint state and sidecar pruning of Scribble2Label's maps (docs/methods/s2l.md#ema-maps)."""
 
 from __future__ import annotations
 
