@@ -1,6 +1,7 @@
-"""Inference utilities: tiled dense prediction and instance writers (TIFF, QuPath GeoJSON, CSV)."""
+"""Inference utilities: tiled dense prediction, tiled instance stitching and instance writers (TIFF, GeoJSON, CSV)."""
 
-from cellseg.inference.tiler import TileGrid, predict_tiled, taper_window, tile_grid
+from cellseg.inference.stitching import owned_regions, predict_tiled_instances, relabel_raster
+from cellseg.inference.tiler import TileGrid, predict_tiled, predict_tiled_multiscale, taper_window, tile_grid
 from cellseg.inference.writers import (
     instance_geometry,
     instances_table,
@@ -15,7 +16,11 @@ __all__ = [
     "instance_geometry",
     "instances_table",
     "instances_to_geojson",
+    "owned_regions",
     "predict_tiled",
+    "predict_tiled_instances",
+    "predict_tiled_multiscale",
+    "relabel_raster",
     "taper_window",
     "tile_grid",
     "write_geojson",

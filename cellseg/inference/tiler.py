@@ -5,6 +5,7 @@ border, so every tile has the same shape and tiles batch together. An axis no lo
 whole: it is reflect-padded at its end to the next multiple of `pad_multiple` (what the network's strides need)
 and the padding is cropped from the output. Each tile's output is weighted by a strictly positive window and
 the weighted sum is divided by the summed weights, so a pixel covered by one tile gets exactly that tile's value.
+`predict_tiled_multiscale` averages tiled predictions of resized copies of the image (test-time augmentation).
 """
 
 from __future__ import annotations
@@ -183,3 +184,42 @@ def predict_tiled(
             weight_sum[rows, cols] += window
     accumulator /= weight_sum
     return np.ascontiguousarray(accumulator[:, :height, :width])
+
+
+def check_scales(scales, key: str = "scales") -> None:
+    """One error unless `scales` is a non-empty list of positive resize factors."""
+    try:
+        values = [float(scale) for scale in scales]
+    except (TypeError, ValueError):
+        values = []
+    if not values or min(values) <= 0:
+        raise ValueError(f"{key}={scales!r}; expected a non-empty list of positive resize factors, e.g. [1.0]")
+
+
+@torch.no_grad()
+def predict_tiled_multiscale(
+    predict_fn: PredictFn,
+    image: torch.Tensor | np.ndarray,
+    scales=(1.0,),
+    **tiled,
+) -> np.ndarray:
+    """(K, H, W) float32 probabilities averaged over `scales`: the image bilinearly resized by each factor,
+    predicted by `predict_tiled(predict_fn, resized, **tiled)` and resized back to (H, W).
+
+    Scales [1.0] is `predict_tiled` itself, bit for bit; the average sums the scales in the given order.
+    """
+    check_scales(scales)
+    image = _as_image_tensor(image)
+    if [float(scale) for scale in scales] == [1.0]:
+        return predict_tiled(predict_fn, image, **tiled)
+    height, width = image.shape[-2:]
+    total = None
+    for scale in scales:
+        scaled = image
+        if scale != 1.0:
+            scaled = F.interpolate(scaled[None], scale_factor=float(scale), mode="bilinear", align_corners=False)[0]
+        probs = torch.from_numpy(predict_tiled(predict_fn, scaled, **tiled))
+        if probs.shape[-2:] != (height, width):
+            probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        total = probs if total is None else total + probs
+    return (total / len(scales)).numpy()

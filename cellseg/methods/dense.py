@@ -1,33 +1,33 @@
-"""Base LightningModule of the dense methods (supervised, S2L, COIN): tiled inference, instances, metrics."""
+"""Dense methods (supervised, S2L, COIN) on the instance base: tiled probabilities, test-time augmentation, decoding.
+
+`InstanceSegmentationModule` owns validation, test, prediction, metrics and optimisation; a dense method adds a
+network with per-pixel class logits (`forward`), probabilities by overlapping tiles averaged over the
+`inference.scales` and, with `inference.hflip`, horizontal flips (`predict_probabilities`), and its own decoding of
+probabilities into instances (`probabilities_to_instances`).
+"""
 
 from __future__ import annotations
 
-import inspect
-import logging
-from functools import partial
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
-from cellseg.data.transforms import denormalise
-from cellseg.inference.tiler import check_tiling, predict_tiled
-from cellseg.metrics import InstanceSegMetrics
-from cellseg.utils.io import write_image
-from cellseg.utils.overlay import overlay_instances, side_by_side
+from cellseg.inference.tiler import check_scales, predict_tiled_multiscale
+from cellseg.methods.instance import SELECTION_KEYS_FORBIDDEN, InstanceSegmentationModule
 
-log = logging.getLogger(__name__)
-
-SELECTION_KEYS_FORBIDDEN = ("oracle/", "test/")
+__all__ = ["SELECTION_KEYS_FORBIDDEN", "DenseSegmentationModule"]
 
 
-class DenseSegmentationModule(pl.LightningModule):
-    """Shared inference path: probabilities by tiles, instances by the method's post-processing, metrics.
+class DenseSegmentationModule(InstanceSegmentationModule):
+    """Probabilities by tiles (+ multi-scale/flip averaging), instances by the method's post-processing.
 
-    `metric_prefix` is `val` when validation ground truth is part of the regime (full supervision) and `oracle`
-    in weak regimes, where those numbers are for looking only and never select a checkpoint.
+    `inference`: `tile`, `overlap`, `batch_size` of the tiles (`cellseg.inference.tiler.predict_tiled`), `hflip`
+    (average with the mirrored prediction) and `scales` (resize factors whose probabilities, resized back, are
+    averaged; default [1.0], the image as it is). `metric_prefix`: see `InstanceSegmentationModule`.
     """
+
+    inference_defaults: dict = {"tile": 512, "overlap": 64, "hflip": False, "batch_size": 2, "scales": [1.0]}
 
     def __init__(
         self,
@@ -38,14 +38,8 @@ class DenseSegmentationModule(pl.LightningModule):
         metric_prefix: str = "val",
         log_images: int = 2,
     ) -> None:
-        super().__init__()
-        self.net = net
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.inference = {"tile": 512, "overlap": 64, "hflip": False, "batch_size": 2, **(inference or {})}
-        check_tiling(int(self.inference["tile"]), int(self.inference["overlap"]), int(self.inference["batch_size"]),
-                     key="method.module.inference.")
-        self.metric_prefix, self.log_images = metric_prefix, log_images
-        self.val_metrics = InstanceSegMetrics(per_image=True)
+        super().__init__(net, optimizer, scheduler, inference, metric_prefix=metric_prefix, log_images=log_images)
+        check_scales(self.inference["scales"], key="method.module.inference.scales")
 
     # ----- to be provided by each method -------------------------------------------------------------------------
     def probabilities_to_instances(self, probs: np.ndarray) -> np.ndarray:
@@ -57,77 +51,31 @@ class DenseSegmentationModule(pl.LightningModule):
 
     # ----- inference -----------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_probabilities(self, image: torch.Tensor) -> np.ndarray:
-        """Softmax probabilities (K, H, W) of one normalised image (3, H, W), by overlapping tiles."""
+    def predict_probabilities(
+        self, image: torch.Tensor, scales: Sequence[float] | None = None, hflip: bool | None = None
+    ) -> np.ndarray:
+        """Softmax probabilities (K, H, W) of one normalised image (3, H, W), by overlapping tiles, averaged over
+        `scales` (default `inference.scales`) with `hflip` (default `inference.hflip`)."""
         cfg = self.inference
-        probs = predict_tiled(
+        return predict_tiled_multiscale(
             lambda batch: self(batch).softmax(dim=1),
             image.to(self.device),
+            scales=cfg["scales"] if scales is None else scales,
             tile=cfg["tile"],
             overlap=cfg["overlap"],
             batch_size=cfg["batch_size"],
-            hflip=cfg["hflip"],
+            hflip=cfg["hflip"] if hflip is None else hflip,
         )
-        return probs.cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
 
     def predict_instances(self, image: torch.Tensor) -> np.ndarray:
         return self.probabilities_to_instances(self.predict_probabilities(image))
 
     # ----- validation --------------------------------------------------------------------------------------------
-    uses_val_targets = False  # True: validation batches also carry the regime's weak "target" (see S2L)
-
     def validate_probabilities(self, probs: np.ndarray, batch: dict, k: int) -> None:
         """Extra validation terms of one image from its probabilities (none by default)."""
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        for k, image in enumerate(batch["image"]):
-            probs = self.predict_probabilities(image)
-            self.validate_probabilities(probs, batch, k)
-            pred = self.probabilities_to_instances(probs)
-            gt = batch["label"][k].cpu().numpy()
-            self.val_metrics.update([pred], [gt], [int(batch["index"][k])])
-            if batch_idx * len(batch["image"]) + k < self.log_images:
-                self._log_overlay(batch["id"][k], image, pred, gt)
-
-    def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.val_metrics.reset()
-        for name in ("aji", "pq", "dice", "aji_pooled", "pq_pooled", "dice_pooled"):
-            if name in values:
-                # already reduced over ranks by the metric; sync_dist only silences Lightning's DDP warning
-                self.log(f"{self.metric_prefix}/{name}", float(values[name]), prog_bar=name in ("aji", "pq"), sync_dist=True)
-
-    def _log_overlay(self, image_id: str, image: torch.Tensor, pred: np.ndarray, gt: np.ndarray) -> None:
-        picture = side_by_side(denormalise(image), overlay_instances(denormalise(image), pred, gt))
-        for logger in self.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key=f"{self.metric_prefix}/overlay/{image_id}", images=[picture], step=self.global_step)
-        if self.trainer.is_global_zero and self.trainer.default_root_dir:
-            folder = Path(self.trainer.default_root_dir) / "overlays" / f"step{self.global_step:06d}"
-            write_image(folder / f"{image_id}.png", picture)
-
-    # ----- prediction --------------------------------------------------------------------------------------------
-    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        return [
-            {"id": image_id, "index": int(batch["index"][k]), "instances": self.predict_instances(batch["image"][k])}
-            for k, image_id in enumerate(batch["id"])
-        ]
-
-    # ----- optimisation --------------------------------------------------------------------------------------
-    def parameter_groups(self) -> list[dict] | list[torch.nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameter_groups())
-        if self.scheduler_factory is None:
-            return optimizer
-        factory = self.scheduler_factory
-        if isinstance(factory, partial) and "total_steps" in _keywords_of(factory):
-            factory = partial(factory, total_steps=int(self.trainer.estimated_stepping_batches))
-        scheduler = factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def _keywords_of(factory: partial) -> set[str]:
-    """Parameters of a partial still to be given (the schedule length is filled in only when it is missing)."""
-    return set(inspect.signature(factory.func).parameters) - set(factory.keywords)
+    def validation_instances(self, image: torch.Tensor, batch: dict, k: int) -> np.ndarray:
+        """Probabilities once: `validate_probabilities` sees them, then they are decoded into instances."""
+        probs = self.predict_probabilities(image)
+        self.validate_probabilities(probs, batch, k)
+        return self.probabilities_to_instances(probs)

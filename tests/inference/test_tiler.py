@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cellseg.inference.tiler import predict_tiled, taper_window, tile_grid
+from cellseg.inference.tiler import predict_tiled, predict_tiled_multiscale, taper_window, tile_grid
 
 torch.set_num_threads(1)
 
@@ -115,3 +115,20 @@ def test_numpy_input_and_errors():
         predict_tiled(_pointwise, image, tile=64, overlap=64)
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         predict_tiled(_pointwise, image[0], tile=64, overlap=16)
+
+
+def test_multiscale_of_one_scale_is_predict_tiled_and_scales_average_in_order():
+    image = torch.randn(2, 97, 131, generator=torch.Generator().manual_seed(1))
+    single = predict_tiled(_pointwise, image, tile=64, overlap=16)
+    np.testing.assert_array_equal(predict_tiled_multiscale(_pointwise, image, [1.0], tile=64, overlap=16), single)
+    # a pointwise model commutes with bilinear resizing only approximately; identical factors average exactly
+    np.testing.assert_array_equal(predict_tiled_multiscale(_pointwise, image, [1.0, 1.0], tile=64, overlap=16),
+                                  (torch.from_numpy(single) * 2 / 2).numpy())
+    half = torch.nn.functional.interpolate(image[None], scale_factor=0.5, mode="bilinear", align_corners=False)[0]
+    back = torch.nn.functional.interpolate(torch.from_numpy(predict_tiled(_pointwise, half, tile=64, overlap=16))[None],
+                                           size=(97, 131), mode="bilinear", align_corners=False)[0]
+    np.testing.assert_allclose(predict_tiled_multiscale(_pointwise, image, [0.5, 1.0], tile=64, overlap=16),
+                               ((back + torch.from_numpy(single)) / 2).numpy(), atol=1e-6)
+    for bad in ([], [0.0], [1.0, -0.5], None):
+        with pytest.raises(ValueError, match="positive resize factors"):
+            predict_tiled_multiscale(_pointwise, image, bad, tile=64, overlap=16)

@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential
 
 from cellseg.data.transforms import denormalise
-from cellseg.inference.tiler import predict_tiled
+from cellseg.inference.tiler import check_scales
 from cellseg.methods.coin.prototypes import minmax_per_channel
 from cellseg.methods.coin.refine import crf_refine
 from cellseg.methods.coin.scoring import IGNORE as PSEUDO_IGNORE
@@ -98,6 +98,7 @@ class CoinSelfDistillation(DenseSegmentationModule):
         self.rescale = tuple(rescale) if rescale is not None else None
         self.instance_options = dict(instances or {})
         self.infer = {"scales": [1.0], "hflip": False, "crf": False, "fill_holes": True, **(infer or {})}
+        check_scales(self.infer["scales"], key="method.infer.scales")
         self.crf_options = dict(crf or {})
         self.ignore_index = PSEUDO_IGNORE  # what the DataModule pads target crops with
 
@@ -155,23 +156,13 @@ class CoinSelfDistillation(DenseSegmentationModule):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     @torch.no_grad()
-    def predict_probabilities(self, image: torch.Tensor) -> np.ndarray:
+    def predict_probabilities(self, image: torch.Tensor, scales=None, hflip: bool | None = None) -> np.ndarray:
         """Softmax (2, H, W) averaged over `infer.scales` (each by tiles, with `infer.hflip`)."""
-        cfg, height, width = self.inference, *image.shape[-2:]
-        total = None
-        for scale in self.infer["scales"]:
-            scaled = image.to(self.device)
-            if scale != 1.0:
-                scaled = F.interpolate(scaled[None], scale_factor=float(scale), mode="bilinear",
-                                       align_corners=False)[0]
-            probs = torch.from_numpy(predict_tiled(
-                lambda batch: self(batch).softmax(dim=1), scaled, tile=cfg["tile"], overlap=cfg["overlap"],
-                batch_size=cfg["batch_size"], hflip=bool(self.infer["hflip"]),
-            ))
-            if probs.shape[-2:] != (height, width):
-                probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            total = probs if total is None else total + probs
-        return (total / len(self.infer["scales"])).numpy()
+        return super().predict_probabilities(
+            image,
+            scales=self.infer["scales"] if scales is None else scales,
+            hflip=bool(self.infer["hflip"]) if hflip is None else hflip,
+        )
 
     def predict_instances(self, image: torch.Tensor) -> np.ndarray:
         rgb = denormalise(image) if self.infer["crf"] else None
