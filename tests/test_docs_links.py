@@ -152,7 +152,7 @@ def test_slug_follows_github():
     assert slug("ViT features") == "vit-features"
     assert slug("Stage 0: UCIS (A1)") == "stage-0-ucis-a1"
     assert slug("`ema_store` and sidecars") == "ema_store-and-sidecars"
-    assert slug("Differences from the specification") == "known-gaps-and-deviations"
+    assert slug("Known gaps and deviations") == "known-gaps-and-deviations"
 
 
 def test_checks_fail_on_a_broken_tree(tmp_path):
