@@ -31,14 +31,13 @@ from omegaconf import OmegaConf
 from cellseg.evaluation import evaluate_arrays
 from cellseg.methods.coin.module import binary_to_instances
 from cellseg.methods.coin.oracle import pseudo_label_quality, summarise_quality
-from cellseg.methods.coin.stages import ucis_instances
-from cellseg.pipeline.coin import propagate_image, propagation_model
+from cellseg.pipeline.coin import build_coin_part, propagate_image, propagation_model
 from cellseg.utils.io import read_image, read_label, write_image, write_json, write_label
 
 EXPERIMENT = "coin_cpu_monuseg"
 METRICS = ("aji", "pq", "dice", "miou_bin")
 QUICK = ["method.rounds=2", "method.train.max_steps=3", "method.train.crop=128", "method.train.batch_size=2",
-         "method.train.repeat=2", "method.infer.hflip=false", "method.cache=false"]
+         "method.train.repeat=2", "method.module.inference.hflip=false", "method.cache=false"]
 QUICK_CROP = (300, 300, 256)  # top, left, size of the quick crops
 
 
@@ -75,17 +74,18 @@ def test_metrics(pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> dict:
 def diagnostic_rows(cfg, run_dir: Path, data_root: Path) -> list[dict]:
     """UCIS and propagation applied to the test images with the run's settings and propagation model."""
     test = data_root / "MoNuSeg" / "test"
-    enabled = cfg.method.refine.get("enabled", True)
+    enabled = cfg.method.refine.enabled
     source, mu_fg = propagation_model(cfg, run_dir / "propagate_0") if enabled else (None, None)
+    ucis_source = build_coin_part(cfg.method, "ucis")
     ucis_pairs, propagated_pairs, seconds = [], [], []
     for path in sorted((test / "images").glob("*.png")):
         image, gt = read_image(path), read_label(test / "labels" / path.name)
-        ucis = ucis_instances(image, path.stem, cfg.method.ucis)
+        ucis = ucis_source(image, path.stem)
         start = time.perf_counter()
         mask = propagate_image(cfg, source, mu_fg, image, ucis) if enabled else ucis > 0
         seconds.append(time.perf_counter() - start)
         ucis_pairs.append((path.stem, gt, ucis))
-        propagated_pairs.append((path.stem, gt, binary_to_instances(mask, cfg.method.instances)))
+        propagated_pairs.append((path.stem, gt, binary_to_instances(mask, **cfg.method.module.instances)))
     ucis_profile = stage_profile(run_dir, "ucis_0")
     propagation_profile = stage_profile(run_dir, "propagate_0")
     return [

@@ -18,7 +18,7 @@ from cellseg import weights as weights_policy
 from cellseg.data.intensity import as_uint8_rgb
 
 MISSING_WEIGHTS = (
-    "prompter: sam needs a local segment-anything checkpoint (method.prompter.sam.weights=/path/sam_vit_b.pth); "
+    "prompter: sam needs a local segment-anything checkpoint (method.prompter.weights=/path/sam_vit_b.pth); "
     "use prompter: classical offline"
 )
 
@@ -34,9 +34,9 @@ def build_sam_predictor(
         raise ValueError(MISSING_WEIGHTS)
     registry = segment_anything.sam_model_registry
     if model_type not in registry:
-        raise ValueError(f"method.prompter.sam.model_type must be one of {sorted(registry)}, got '{model_type}'")
+        raise ValueError(f"method.prompter.model_type must be one of {sorted(registry)}, got '{model_type}'")
     path, _ = weights_policy.resolve(weights, weights_sha256, auto_source=f"sam_{model_type}",
-                                     config_key="method.prompter.sam.weights")
+                                     config_key="method.prompter.weights")
     sam = registry[model_type](checkpoint=str(path))
     return segment_anything.SamPredictor(sam.to(device).eval())
 
@@ -51,7 +51,7 @@ def iter_masks_for_points(
     image_rgb = _as_rgb_uint8(image_rgb)
     points = np.asarray(points_xy, dtype=np.float32).reshape(-1, 2)
     if batch < 1:
-        raise ValueError(f"method.prompter.sam.prompt_batch must be >= 1, got {batch}")
+        raise ValueError(f"method.prompter.prompt_batch must be >= 1, got {batch}")
     if len(points) == 0:
         return
     predictor.set_image(image_rgb, image_format="RGB")

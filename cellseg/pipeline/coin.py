@@ -9,6 +9,10 @@
     evaluate_r/   test-split predictions and metrics.json (the last round; every round with
                   method.evaluate_every_round); metrics.json is also copied to the run folder.
 
+The stages' algorithms are the objects of `method.ucis`, `method.features` and `method.prompter`, built from their
+`_target_` (`build_coin_parts`); `method.module` is the LightningModule node, which also holds the A4 options
+(`module.instances`) and the inference options (`module.inference`) the driver's stages read.
+
 The training labels are never opened: the data module is built without weak labels and every training-image
 loader is made with `with_labels=False`. Nothing in the pipeline selects with ground truth (last EMA weights).
 """
@@ -16,15 +20,18 @@ loader is made with `with_labels=False`. Nothing in the pipeline selects with gr
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm.auto import tqdm
 
@@ -32,26 +39,17 @@ from cellseg.callbacks.ema_weights import EmaWeights
 from cellseg.callbacks.last_checkpoint import LAST_NAME
 from cellseg.data.intensity import load_image
 from cellseg.methods.coin.module import binary_to_instances
-from cellseg.methods.coin.prototypes import PrototypeAccumulator
-from cellseg.methods.coin.refine import CRF_MISSING
-from cellseg.methods.coin.scoring import instance_scores, paint_pseudo_label
-from cellseg.methods.coin.stages import (
-    FEATURE_KINDS,
-    PROMPTER_KINDS,
-    UCIS_KINDS,
+from cellseg.methods.coin.prompter import load_prompts, save_prompts
+from cellseg.methods.coin.prototypes import PrototypeAccumulator, add_foreground, image_heatmaps
+from cellseg.methods.coin.refine import CRF_MISSING, propagate_mask
+from cellseg.methods.coin.scoring import (
     accumulate_confident,
-    add_foreground,
-    build_feature_source,
-    build_prompt_source,
-    image_heatmaps,
-    load_prompts,
-    propagate_mask,
-    save_prompts,
+    instance_scores,
+    paint_pseudo_label,
     thresholds_for,
-    ucis_instances,
 )
+from cellseg.methods.coin.ucis import check_stain
 from cellseg.methods.coin.vit_features import WindowTokens
-from cellseg.models.sam import MISSING_WEIGHTS
 from cellseg.pipeline.checks import check_supervision
 from cellseg.pipeline.evaluate import predict_and_evaluate
 from cellseg.pipeline.profiling import profiled
@@ -70,8 +68,9 @@ def run_coin(cfg: DictConfig) -> dict:
     return CoinPipeline(cfg).run()
 
 
-def check_coin_config(cfg: DictConfig) -> None:
-    """Fail before any work on settings that cannot run (missing weights, CRF extra, UCIS folder)."""
+def check_coin_config(cfg: DictConfig) -> CoinParts:
+    """Fail before any work on settings that cannot run; returns the sub-group objects (`build_coin_parts`, whose
+    constructors check their own arguments: missing weights, a UCIS folder without `dir` ...)."""
     check_supervision(cfg)
     if not cfg.get("train", True):
         raise ValueError("method=coin runs its whole pipeline (finished stages are reused): train=false is not "
@@ -79,9 +78,7 @@ def check_coin_config(cfg: DictConfig) -> None:
     method = cfg.method
     if int(method.rounds) < 0:
         raise ValueError(f"method.rounds={method.rounds}; expected >= 0")
-    for key, kinds in (("ucis", UCIS_KINDS), ("features", FEATURE_KINDS), ("prompter", PROMPTER_KINDS)):
-        if method[key].kind not in kinds:
-            raise ValueError(f"method.{key}.kind={method[key].kind}; expected one of {kinds}")
+    check_stain(method.stain)
     sizes = {key: method.train[key] for key in ("crop", "batch_size", "repeat", "epochs")}
     if method.train.max_steps != "auto":
         sizes["max_steps"] = method.train.max_steps
@@ -91,21 +88,50 @@ def check_coin_config(cfg: DictConfig) -> None:
     if method.train.ckpt != "last":
         raise ValueError(f"method.train.ckpt={method.train.ckpt}: only `last` (EMA) is supported; "
                          "selecting a checkpoint would need ground truth")
-    missing = []  # every missing path in one error (experiment=coin_paper_monuseg leaves them all null)
-    if method.prompter.kind == "sam" and not method.prompter.sam.get("weights"):
-        missing.append(MISSING_WEIGHTS)
-    if method.ucis.kind == "folder" and not method.ucis.get("dir"):
-        missing.append("method.ucis.kind=folder needs method.ucis.dir=/path/to/<image id>.png predictions "
-                       "(SSA/PSM outputs); use method/ucis=classical offline")
-    if missing:
-        raise ValueError("\n".join(missing))
-    if method.refine.crf.enabled or method.infer.crf:
+    parts = build_coin_parts(method)
+    if method.refine.crf.enabled or method.module.inference.crf.enabled:
         try:
             import pydensecrf.densecrf  # noqa: F401
         except ImportError as err:
             raise ImportError(CRF_MISSING) from err
-    if method.features.kind == "vit" and not method.features.get("weights"):
-        log.warning("method.features.kind=vit without weights: random ViT features, plumbing tests only")
+    return parts
+
+
+@dataclass
+class CoinParts:
+    """The objects of the three sub-groups: `ucis(image, id)`, the feature source, `prompter(image, instances)`."""
+
+    ucis: object
+    features: object
+    prompter: object
+
+
+PART_KEYS = ("ucis", "features", "prompter")
+
+
+def build_coin_part(method: DictConfig, key: str):
+    """`hydra.utils.instantiate(method.<key>)`; `method.stain` goes to the targets whose constructor takes a
+    `stain` (the classical UCIS, the handcrafted features, the classical prompter). Constructors only check and
+    keep their arguments: weights are read on first use."""
+    node = method[key]
+    takes_stain = "stain" in inspect.signature(hydra.utils.get_object(node._target_)).parameters
+    return hydra.utils.instantiate(node, **({"stain": method.stain} if takes_stain else {}))
+
+
+def build_coin_parts(method: DictConfig) -> CoinParts:
+    """The three sub-group objects; the refusals of their constructors come in one error (experiment=
+    coin_paper_monuseg leaves several paths null)."""
+    parts, errors = {}, []
+    for key in PART_KEYS:
+        try:
+            parts[key] = build_coin_part(method, key)
+        except InstantiationException as err:
+            if not isinstance(err.__cause__, ValueError):
+                raise
+            errors.append(str(err.__cause__))
+    if errors:
+        raise ValueError("\n".join(errors))
+    return CoinParts(**parts)
 
 
 def max_steps_for(train: DictConfig, n_images: int) -> int:
@@ -123,15 +149,15 @@ class CoinPipeline:
     """The stage methods ensure their inputs first, so `pseudo_labels(0)` alone runs stages 0-2."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        check_coin_config(cfg)
+        self.parts = check_coin_config(cfg)
         self.cfg, self.method = cfg, cfg.method
         self.output_dir = Path(cfg.paths.output_dir)
-        cache = cfg.paths.get("cache_dir") if self.method.get("cache", True) else None
+        cache = cfg.paths.get("cache_dir") if self.method.cache else None
         self.cache_root = Path(cache) / "coin" if cache else None
         self.datamodule = self.build_datamodule()
         self.layout = self.datamodule.layout("train")
         self.ids = self.datamodule.ids("train")
-        self.profile_memory = bool(self.method.get("profile_memory", False))
+        self.profile_memory = bool(self.method.profile_memory)
         self._stages: dict[str, Stage] = {}
 
     # ----- plumbing --------------------------------------------------------------------------------------------
@@ -141,7 +167,7 @@ class CoinPipeline:
         stream_seed = {} if seed is None else {"seed": int(seed)}
         return hydra.utils.instantiate(self.cfg.data, weak_labels=None, crop=int(train.crop),
                                        batch_size=int(train.batch_size), crops_per_image=int(train.repeat),
-                                       augment=as_container(train.get("augment")) or {}, **stream_seed)
+                                       augment=as_container(train.augment) or {}, **stream_seed)
 
     def data_identity(self) -> dict:
         identity = {"root": str(self.layout.root), "dataset": self.layout.dataset, "split": self.layout.split,
@@ -179,7 +205,7 @@ class CoinPipeline:
                 self.pseudo_labels(round_)
             last = round_ == rounds
             if self.cfg.get("test", True) and self.datamodule.splits.get("test") and (
-                    last or self.method.get("evaluate_every_round", False)):
+                    last or self.method.evaluate_every_round):
                 metrics = self.evaluate(round_)
         if metrics:
             for name in METRIC_FILES:
@@ -191,8 +217,8 @@ class CoinPipeline:
 
     # ----- stage 0 ---------------------------------------------------------------------------------------------
     def ucis(self) -> Stage:
-        stage = self.stage("ucis", 0, {"ucis": as_container(self.method.ucis), "data": self.data_identity()}, [],
-                           cacheable=True)
+        config = {"ucis": as_container(self.method.ucis), "stain": self.method.stain, "data": self.data_identity()}
+        stage = self.stage("ucis", 0, config, [], cacheable=True)
         if stage.completed():
             return stage
         stage.begin()
@@ -201,7 +227,7 @@ class CoinPipeline:
             for image_id in self.progress("UCIS"):
                 path = stage.dir / f"{image_id}.png"
                 if not path.is_file():
-                    write_label(path, ucis_instances(self.image(image_id), image_id, self.method.ucis))
+                    write_label(path, ucis_instances(self.parts.ucis, self.image(image_id), image_id))
                 counts[image_id] = int(read_label(path).max())
         stage.finish({"instances": counts, "profile": per_image(record, len(self.ids))})
         return stage
@@ -210,13 +236,13 @@ class CoinPipeline:
     def propagate(self) -> Stage:
         upstream = self.ucis()
         config = {"features": as_container(self.method.features), "refine": as_container(self.method.refine),
-                  "stain": self.method.ucis.stain}
+                  "stain": self.method.stain}
         stage = self.stage("propagate", 0, config, [upstream], cacheable=True)
         if stage.completed():
             return stage
         stage.begin()
         record = {}
-        if not self.method.refine.get("enabled", True):
+        if not self.method.refine.enabled:
             with profiled(record, self.profile_memory):
                 self.copy_ucis_foreground(stage, upstream)
             stage.finish({"profile": per_image(record, len(self.ids))})
@@ -245,7 +271,7 @@ class CoinPipeline:
 
     def feature_source(self, stage: Stage, upstream: Stage):
         """Pass 0 (feature statistics, handcrafted only) and pass 1 (global foreground prototype)."""
-        source = build_feature_source(self.method.features, self.method.ucis.stain)
+        source = self.parts.features
         stats_path = stage.dir / "stats.json"
         if source.needs_stats:
             if stats_path.is_file():
@@ -259,7 +285,7 @@ class CoinPipeline:
             for image_id in self.progress("foreground prototype (pass 1)"):
                 features = source.image_features(self.image(image_id))
                 add_foreground(features, read_label(upstream.dir / f"{image_id}.png"), accumulator)
-                if self.method.features.get("cache") == "tokens" and features.tokens is not None:
+                if source.cache_tokens and features.tokens is not None:
                     with atomic_path(stage.dir / "tokens" / f"{image_id}.pt") as tmp:
                         torch.save([t.state() for t in features.tokens], tmp)
             write_json(stage.dir / "prototype.json", accumulator.state_dict())
@@ -282,9 +308,9 @@ class CoinPipeline:
         else:
             upstream = self.predict_train(round_)
             inputs = [upstream] + ([self.pseudo_labels(round_ - 1)] if accumulate else [])
-        config = {"instances": as_container(self.method.instances), "prompter": as_container(self.method.prompter),
-                  "scoring": as_container(self.method.scoring), "accumulate": accumulate,
-                  "stain": self.method.ucis.stain}
+        config = {"instances": as_container(self.method.module.instances),
+                  "prompter": as_container(self.method.prompter), "scoring": as_container(self.method.scoring),
+                  "accumulate": accumulate, "stain": self.method.stain}
         stage = self.stage("pseudo", round_, config, inputs, cacheable=round_ == 0)
         if stage.completed():
             return stage
@@ -292,14 +318,16 @@ class CoinPipeline:
         record = {}
         with profiled(record, self.profile_memory):
             scores = self.score_instances(stage, upstream, round_)
-            thetas = thresholds_for(scores, self.method.scoring)
+            scoring = self.method.scoring
+            thetas = thresholds_for(scores, strategy=scoring.strategy, cap=scoring.cap, value=scoring.threshold,
+                                    threshold_scope=scoring.threshold_scope)
             summary = self.paint_labels(stage, scores, thetas, accumulate)
         stage.finish({**summary, "profile": per_image(record, len(self.ids))})
         return stage
 
     def score_instances(self, stage: Stage, upstream: Stage, round_: int) -> dict[str, dict[int, float]]:
         """Pass (a): per image, instance map, prompted masks and scores (files reused when already written)."""
-        prompter, scores = None, {}
+        scores = {}
         for image_id in self.progress(f"prompts and scores (round {round_})"):
             score_path = stage.dir / "scores" / f"{image_id}.json"
             if score_path.is_file():
@@ -308,11 +336,10 @@ class CoinPipeline:
             image = self.image(image_id)
             if round_ == 0:
                 mask = read_label(upstream.dir / "masks" / f"{image_id}.png") > 0
-                instances = binary_to_instances(mask, self.method.instances)
+                instances = binary_to_instances(mask, **self.method.module.instances)
             else:
                 instances = read_label(upstream.dir / f"{image_id}.png")
-            prompter = prompter or build_prompt_source(self.method.prompter, self.method.ucis.stain)
-            prompts = score_image_prompts(prompter, image, instances)
+            prompts = score_image_prompts(self.parts.prompter, image, instances)
             scores[image_id] = instance_scores(instances, prompts)
             write_label(stage.dir / "instances" / f"{image_id}.png", instances)
             save_prompts(stage.dir / "prompts" / f"{image_id}.npz", prompts)
@@ -343,7 +370,7 @@ class CoinPipeline:
     def train_round(self, round_: int) -> Stage:
         """A fresh network (or the previous round's EMA weights with warm_start) trained on P_{round-1}."""
         targets = self.pseudo_labels(round_ - 1)
-        warm = bool(self.method.get("warm_start", False)) and round_ > 1
+        warm = bool(self.method.warm_start) and round_ > 1
         inputs = [targets] + ([self.train_round(round_ - 1)] if warm else [])
         config = {"model": as_container(self.cfg.model), "train": as_container(self.method.train),
                   "module": as_container(self.method.module), "precision": str(self.cfg.trainer.precision),
@@ -386,7 +413,7 @@ class CoinPipeline:
         """The round's trainer: the run's loggers and callbacks writing under the stage folder (last.ckpt every
         callbacks.last_checkpoint.every_n_train_steps steps), EMA weights, no validation, no checkpoint selection."""
         train = self.method.train
-        ema = EmaWeights(float(train.ema_decay), bool(train.get("ema_warmup", False)))
+        ema = EmaWeights(float(train.ema_decay), bool(train.ema_warmup))
         loggers = build_loggers(self.cfg.get("logger"), save_dir=root)
         callbacks = build_callbacks(self.cfg.get("callbacks"), loggers, checkpoint_dir=root / "checkpoints",
                                     extra=[ema], skip=("ema", "model_checkpoint"))
@@ -397,7 +424,8 @@ class CoinPipeline:
     # ----- predictions of the round's network ------------------------------------------------------------------
     def predict_train(self, round_: int) -> Stage:
         trained = self.train_round(round_)
-        config = {"infer": as_container(self.method.infer), "instances": as_container(self.method.instances)}
+        config = {"inference": as_container(self.method.module.inference),
+                  "instances": as_container(self.method.module.instances)}
         stage = self.stage("predict", round_, config, [trained])
         if stage.completed():
             return stage
@@ -424,8 +452,8 @@ class CoinPipeline:
         """Test-split predictions and metrics of round `round_` (predict_and_evaluate, as the other methods)."""
         trained = self.train_round(round_)
         test_ids = self.datamodule.ids("test")
-        config = {"infer": as_container(self.method.infer), "instances": as_container(self.method.instances),
-                  "test": {"root": str(self.datamodule.layout("test").dir), "ids": test_ids}}
+        config = {"inference": as_container(self.method.module.inference),
+                  "instances": as_container(self.method.module.instances), "test": {"root": str(self.datamodule.layout("test").dir), "ids": test_ids}}
         stage = self.stage("evaluate", round_, config, [trained])
         if stage.completed():
             return stage.summary["metrics"]
@@ -442,6 +470,11 @@ class CoinPipeline:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def ucis_instances(ucis, image: np.ndarray, image_id: str) -> np.ndarray:
+    """U of one image from the `method.ucis` object (a module-level hook, so tests can count calls)."""
+    return ucis(image, image_id)
+
+
 def score_image_prompts(prompter, image: np.ndarray, instances: np.ndarray):
     """The prompter's masks of one image (a module-level hook, so tests can count or interrupt calls)."""
     return prompter(image, instances)
@@ -473,7 +506,7 @@ def per_image(record: dict, n_images: int) -> dict:
 def propagation_model(cfg: DictConfig, propagate_dir: str | Path):
     """(feature source, mu_fg) of a finished propagation stage, to propagate other images (diagnostics);
     mu_fg is None with refine.accumulate_centroids=false (per-image foreground prototypes)."""
-    source = build_feature_source(cfg.method.features, cfg.method.ucis.stain)
+    source = build_coin_part(cfg.method, "features")
     stats = read_json(Path(propagate_dir) / "stats.json")
     if source.needs_stats:
         if stats is None:

@@ -41,7 +41,7 @@ def test_missing_weights_suggest_classical():
 
 
 def test_missing_file_and_unknown_type(tmp_path, tiny_checkpoint):
-    with pytest.raises(FileNotFoundError, match="method.prompter.sam.weights"):
+    with pytest.raises(FileNotFoundError, match="method.prompter.weights"):
         build_sam_predictor("tiny_test", weights=tmp_path / "absent.pth")
     path, _ = tiny_checkpoint
     with pytest.raises(ValueError, match="model_type"):

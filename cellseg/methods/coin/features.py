@@ -5,16 +5,30 @@ sigma 1, 2, 4 (3) and of L at sigma 1, 2, 4 (3), scale-normalised LoG of the sta
 gradient magnitude of the stain channel at sigma 1, 2 (2), structure-tensor eigenvalues of the stain channel at
 sigma 1, 2 (4). Grey images use the intensity-based stain channel in place of every OD, Lab and stain channel.
 Features are z-scored with training-set running statistics, then L2-normalised per pixel.
+
+`HandcraftedFeatures` is the `method/features=handcrafted` node; it and `vit_features.VitFeatures` are the two
+feature sources of the propagation stage: `image_features(image)` yields an image's normalised features block by
+block (`ImageFeatures`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import color
 from skimage.feature import structure_tensor, structure_tensor_eigenvalues
 
-from cellseg.methods.coin.ucis import as_float_rgb, rescale_percentiles, resolve_stain, stain_channel
+from cellseg.methods.coin.ucis import (
+    as_float_rgb,
+    check_stain,
+    rescale_percentiles,
+    resolve_stain,
+    stain_channel,
+)
 
 SMOOTH_SIGMAS = (1.0, 2.0, 4.0)
 LOG_SIGMAS = (2.0, 3.0, 4.0)
@@ -131,3 +145,50 @@ def normalise_features(feats: np.ndarray, stats: RunningChannelStats, eps: float
     z = (feats.astype(np.float32) - mean) / std
     norm = np.sqrt(np.einsum("dhw,dhw->hw", z, z))
     return z / np.maximum(norm, eps)[None]
+
+
+Block = tuple[slice, slice, np.ndarray]  # (rows, cols, float32 (D, h, w) normalised features of that block)
+
+
+@dataclass
+class ImageFeatures:
+    """Normalised features of one image, per zoom, produced block by block (`blocks(zoom_index)`)."""
+
+    n_zooms: int
+    blocks: Callable[[int], Iterator[Block]]
+    tokens: list[Any] | None = None  # ViT only: the WindowTokens that `features.cache: tokens` stores
+
+
+class HandcraftedFeatures:
+    """`method/features=handcrafted`: 21 channels z-scored with training statistics (pass 0), L2-normalised per
+    pixel; `stain` is `method.stain`."""
+
+    needs_stats = True
+    cache_tokens = False
+
+    def __init__(self, stain: str = "auto") -> None:
+        check_stain(stain)
+        self.stain = stain
+        self.stats: RunningChannelStats | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(len(self.stats.mean)) if self.stats is not None else N_FEATURES
+
+    def update_stats(self, image_rgb: np.ndarray) -> None:
+        feats = handcrafted_features(image_rgb, stain=self.stain)
+        self.stats = self.stats or RunningChannelStats(feats.shape[0])
+        self.stats.update(feats)
+
+    def state_dict(self) -> dict:
+        return {"stats": self.stats.state_dict() if self.stats is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stats = RunningChannelStats.from_state_dict(state["stats"]) if state["stats"] else None
+
+    def image_features(self, image_rgb: np.ndarray, tokens: list | None = None) -> ImageFeatures:
+        if self.stats is None:
+            raise RuntimeError("handcrafted features need the training statistics (pass 0) first")
+        feats = normalise_features(handcrafted_features(image_rgb, stain=self.stain), self.stats)
+        whole = (slice(0, feats.shape[1]), slice(0, feats.shape[2]), feats)
+        return ImageFeatures(1, lambda zoom: iter([whole]))

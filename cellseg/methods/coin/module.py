@@ -17,7 +17,6 @@ from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential
 
 from cellseg.data.transforms import denormalise
-from cellseg.inference.tiler import check_scales
 from cellseg.methods.coin.prototypes import minmax_per_channel
 from cellseg.methods.coin.refine import crf_refine
 from cellseg.methods.coin.scoring import IGNORE as PSEUDO_IGNORE
@@ -28,6 +27,7 @@ from cellseg.postproc.instances import watershed_instances
 
 SEG_IGNORE = 255
 SIZE_MULTIPLE = 32  # rescaled training crops stay valid encoder inputs
+INSTANCE_KEYS = ("denoise", "dist_sigma", "footprint_radius", "connectivity")  # of binary_to_instances
 
 
 def seg_targets(labels: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,15 @@ def foreground_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_inde
 
 
 class CoinSelfDistillation(DenseSegmentationModule):
-    """CoinDeepLab trained on pseudo labels; SGD parameter groups (heads at `lr`, encoder at lr x mult)."""
+    """CoinDeepLab trained on pseudo labels; SGD parameter groups (heads at `lr`, encoder at lr x mult).
+
+    `inference` is the one node of A7: the tiling of `DenseSegmentationModule` (`tile`, `overlap`, `batch_size`),
+    the averaged `scales` (each with a horizontal flip when `hflip`), `crf` (`enabled` and the keywords of
+    `crf_refine`) and `fill_holes`. `instances`: keywords of `binary_to_instances` (A4).
+    """
+
+    inference_defaults: dict = {**DenseSegmentationModule.inference_defaults, "fill_holes": True,
+                                "crf": {"enabled": False}}
 
     def __init__(
         self,
@@ -84,22 +92,27 @@ class CoinSelfDistillation(DenseSegmentationModule):
         edge_loss: bool = True,
         rescale: tuple[float, float] | None = (0.5, 2.0),
         instances: dict | None = None,
-        infer: dict | None = None,
-        crf: dict | None = None,
         inference: dict | None = None,
         log_images: int = 0,
     ) -> None:
         super().__init__(net, optimizer, scheduler, inference, metric_prefix="oracle", log_images=log_images)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         if rescale is not None and (len(rescale) != 2 or not 0 < rescale[0] <= rescale[1]):
-            raise ValueError(f"method.train.rescale={rescale}; expected [low, high] with 0 < low <= high, or null")
+            raise ValueError(f"method.module.rescale={rescale}; expected [low, high] with 0 < low <= high, or null")
+        if backbone_lr_mult != "auto" and not isinstance(backbone_lr_mult, (int, float)):
+            raise ValueError(f"method.module.backbone_lr_mult={backbone_lr_mult!r}; expected a number or auto")
         self.lr, self.backbone_lr_mult = float(lr), backbone_lr_mult
         self.edge_loss = bool(edge_loss) and getattr(net, "edge_head", None) is not None
         self.rescale = tuple(rescale) if rescale is not None else None
         self.instance_options = dict(instances or {})
-        self.infer = {"scales": [1.0], "hflip": False, "crf": False, "fill_holes": True, **(infer or {})}
-        check_scales(self.infer["scales"], key="method.infer.scales")
-        self.crf_options = dict(crf or {})
+        unknown = sorted(set(self.instance_options) - set(INSTANCE_KEYS))
+        if unknown:
+            raise ValueError(f"method.module.instances has {unknown}; expected keys among {INSTANCE_KEYS}")
+        crf = dict(self.inference["crf"])
+        if not isinstance(crf.get("enabled"), bool):  # a check of the node, not a default
+            raise ValueError(f"method.module.inference.crf={crf}; expected enabled: true | false (and the "
+                             "keywords of crf_refine)")
+        self.crf_options = {k: v for k, v in crf.items() if k != "enabled"} if crf["enabled"] else None
         self.ignore_index = PSEUDO_IGNORE  # what the DataModule pads target crops with
 
     # ----- targets -------------------------------------------------------------------------------------------
@@ -155,40 +168,37 @@ class CoinSelfDistillation(DenseSegmentationModule):
         logits = self.net(images)["seg"]
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
-    @torch.no_grad()
-    def predict_probabilities(self, image: torch.Tensor, scales=None, hflip: bool | None = None) -> np.ndarray:
-        """Softmax (2, H, W) averaged over `infer.scales` (each by tiles, with `infer.hflip`)."""
-        return super().predict_probabilities(
-            image,
-            scales=self.infer["scales"] if scales is None else scales,
-            hflip=bool(self.infer["hflip"]) if hflip is None else hflip,
-        )
-
     def predict_instances(self, image: torch.Tensor) -> np.ndarray:
-        rgb = denormalise(image) if self.infer["crf"] else None
+        rgb = denormalise(image) if self.crf_options is not None else None
         return self.probabilities_to_instances(self.predict_probabilities(image), rgb)
 
     def probabilities_to_instances(self, probs: np.ndarray, image_rgb: np.ndarray | None = None) -> np.ndarray:
         """Per-channel min-max, optional CRF on the RGB image, argmax, hole filling, A4 watershed."""
         maps = minmax_per_channel(np.asarray(probs, dtype=np.float64))
-        if self.infer["crf"]:
+        if self.crf_options is not None:
             if image_rgb is None:
-                raise ValueError("method.infer.crf=true needs the RGB image")
+                raise ValueError("method.module.inference.crf.enabled=true needs the RGB image")
             maps = crf_refine(image_rgb, maps, **self.crf_options)
         mask = np.argmax(maps, axis=0) == 1
-        if self.infer["fill_holes"]:
+        if self.inference["fill_holes"]:
             mask = ndi.binary_fill_holes(mask)
-        return binary_to_instances(mask, self.instance_options)
+        return binary_to_instances(mask, **self.instance_options)
 
 
-def binary_to_instances(mask: np.ndarray, options: dict | None = None) -> np.ndarray:
-    """A4 (shared `watershed_instances`): int32 instances 1..N; blobs without a distance peak are dropped."""
-    options = dict(options or {})
+def binary_to_instances(
+    mask: np.ndarray,
+    denoise: bool = False,
+    dist_sigma: float = 1.0,
+    footprint_radius: int = 12,
+    connectivity: int = 4,
+) -> np.ndarray:
+    """A4 (shared `watershed_instances`, keywords of `method.module.instances`): int32 instances 1..N; blobs
+    without a distance peak are dropped."""
     instances = watershed_instances(
         mask,
-        dist_sigma=float(options.get("dist_sigma", 1.0)),
-        footprint_radius=int(options.get("footprint_radius", 12)),
-        connectivity=int(options.get("connectivity", 4)),
-        denoise=bool(options.get("denoise", False)),
+        dist_sigma=float(dist_sigma),
+        footprint_radius=int(footprint_radius),
+        connectivity=int(connectivity),
+        denoise=bool(denoise),
     )
     return relabel_sequential(instances)[0].astype(np.int32)

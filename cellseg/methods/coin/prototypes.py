@@ -2,12 +2,18 @@
 
 Features are (D, H, W) and already L2-normalised per pixel. The global foreground prototype is a running
 float64 sum + count over the U > 0 pixels of every training image (docs/methods/coin.md#reference-quirks, 2: the reference concatenates all
-foreground features on the GPU), the background prototype is per image.
+foreground features on the GPU), the background prototype is per image. `add_foreground` (pass 1) and
+`image_heatmaps` (pass 2) apply them to the block-wise features of a feature source.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from cellseg.methods.coin.features import ImageFeatures
 
 MINMAX_EPS = 1e-5  # docs/methods/coin.md#reference-quirks, 7: min-max denominators clipped at 1e-5
 COSINE_EPS = 1e-8  # as torch.nn.functional.cosine_similarity
@@ -70,6 +76,35 @@ def cosine_heatmaps(feats_normalised: np.ndarray, mu_bg: np.ndarray, mu_fg: np.n
     norms = np.maximum(np.linalg.norm(flat, axis=0), COSINE_EPS)
     sims = (protos.astype(np.float32) @ flat) / norms
     return sims.reshape(2, *feats_normalised.shape[1:]).astype(np.float32)
+
+
+def add_foreground(features: ImageFeatures, ucis: np.ndarray, accumulator: PrototypeAccumulator) -> None:
+    """Pass 1: add this image's U > 0 features (every zoom) to the global foreground running sum."""
+    for zoom in range(features.n_zooms):
+        for rows, cols, feats in features.blocks(zoom):
+            accumulator.add(feats, ucis[rows, cols] > 0)
+
+
+def image_heatmaps(features: ImageFeatures, ucis: np.ndarray, mu_fg: np.ndarray | None) -> np.ndarray | None:
+    """Pass 2: raw cosine heatmaps (2, H, W) to mu_bg(I) (U == 0 pixels) and mu_fg, averaged over zooms.
+
+    `mu_fg=None` (refine.accumulate_centroids=false) uses this image's own U > 0 mean per zoom. None when the
+    image has no background pixel (or, per image, no foreground pixel)."""
+    heat = np.zeros((2, *ucis.shape), dtype=np.float32)
+    for zoom in range(features.n_zooms):
+        background = foreground = None
+        for rows, cols, feats in features.blocks(zoom):
+            background = background or PrototypeAccumulator(feats.shape[0])
+            background.add(feats, ucis[rows, cols] == 0)
+            if mu_fg is None:
+                foreground = foreground or PrototypeAccumulator(feats.shape[0])
+                foreground.add(feats, ucis[rows, cols] > 0)
+        if background.count == 0 or (foreground is not None and foreground.count == 0):
+            return None
+        centre = mu_fg if mu_fg is not None else foreground.mean
+        for rows, cols, feats in features.blocks(zoom):
+            heat[:, rows, cols] += cosine_heatmaps(feats, background.mean, centre)
+    return heat / features.n_zooms
 
 
 def minmax_per_channel(maps: np.ndarray, eps: float = MINMAX_EPS) -> np.ndarray:

@@ -1,10 +1,14 @@
 """Stage 1b of COIN (A3.3-A3.8, docs/methods/coin.md#optimal-transport): heatmaps -> binary foreground S via optimal transport and optional CRF.
 
 Input heatmaps are the raw zoom-averaged cosine maps of A3.2, channel 0 = background, 1 = foreground; the
-A3.3 normalisation is applied here because the no-OT ablation uses the raw foreground map.
+A3.3 normalisation is applied here because the no-OT ablation uses the raw foreground map. `propagate_mask` is
+pass 2 of the propagation stage with the options of `method.refine`.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -15,6 +19,8 @@ from cellseg.methods.coin.sinkhorn import transport_plan
 CRF_MISSING = ("DenseCRF requested (refine.crf.enabled=true) but the optional extra 'crf' is not installed: "
                "pip install 'cellseg[crf]'")
 UNARY_CLIP = 1e-5  # pydensecrf unary_from_softmax default clip
+
+log = logging.getLogger(__name__)
 
 
 def ot_reweight(
@@ -71,6 +77,24 @@ def refine_with_ot(
             raise ValueError("refine.crf.enabled=true needs the RGB image (image_rgb) for the bilateral term")
         h = crf_refine(image_rgb, h, **crf)
     return np.argmax(h, axis=0) == 1
+
+
+def refine_kwargs(refine: Mapping) -> dict:
+    """`method.refine` -> keyword arguments of `refine_with_ot` (without the image)."""
+    ot, crf = refine["ot"], refine["crf"]
+    crf_args = {k: v for k, v in crf.items() if k != "enabled"} if crf["enabled"] else None
+    return dict(eps=float(ot["eps"]), faithful_stop=bool(refine["faithful_sinkhorn_stop"]),
+                max_iter=int(ot["max_iter"]), tol=float(ot["tol"]), backend=ot["backend"],
+                log_domain=bool(ot["log_domain"]), gamma=float(refine["gamma"]), ot_enabled=bool(ot["enabled"]),
+                no_ot_threshold=float(refine["no_ot_threshold"]), crf=crf_args)
+
+
+def propagate_mask(image_rgb: np.ndarray, heatmaps: np.ndarray | None, ucis: np.ndarray, refine: Mapping) -> np.ndarray:
+    """S (bool H x W) from the heatmaps (A3.3-A3.8); without a prototype for the image S = U > 0."""
+    if heatmaps is None:
+        log.warning("an image's UCIS map has no background (or foreground) pixel: S = U > 0 for it")
+        return ucis > 0
+    return refine_with_ot(heatmaps, image_rgb=image_rgb, **refine_kwargs(refine))
 
 
 def crf_refine(

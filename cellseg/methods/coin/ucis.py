@@ -2,6 +2,8 @@
 
 `classical_ucis` is a deterministic CPU recipe (stain channel, Otsu, clean-up, distance-transform watershed);
 `read_ucis_folder` plugs in precomputed predictions (SSA/PSM) as 16-bit PNGs or COIN's B*256+G colour PNGs.
+`ClassicalUcis` and `FolderUcis` are the `method.ucis` nodes (configs/method/ucis/): `ucis(image_rgb, image_id)`
+gives U of one image.
 """
 
 from __future__ import annotations
@@ -150,6 +152,63 @@ def read_ucis_folder(directory: str | os.PathLike, image_id: str, format: str = 
         return array.astype(np.int32)
     # COIN writes id = B*256 + G with OpenCV (BGR arrays); PIL reads the file in RGB order
     return decode_coin_mask(array, channel_order="rgb", source=path)
+
+
+class ClassicalUcis:
+    """`method/ucis=classical`: `classical_ucis` with the node's settings; `stain` is `method.stain`."""
+
+    def __init__(
+        self,
+        stain: str = "auto",
+        threshold: str = "otsu",
+        min_area: int = 30,
+        max_hole: int = 100,
+        peak_min_distance: int = 4,
+    ) -> None:
+        check_stain(stain)
+        if threshold not in THRESHOLDS:
+            raise ValueError(f"method.ucis.threshold={threshold!r}; expected one of {tuple(THRESHOLDS)}")
+        for key, value, low in (("min_area", min_area, 0), ("max_hole", max_hole, 0),
+                                ("peak_min_distance", peak_min_distance, 1)):
+            if not _is_int(value) or value < low:
+                raise ValueError(f"method.ucis.{key}={value!r}; expected an integer >= {low}")
+        self.stain, self.threshold = stain, threshold
+        self.min_area, self.max_hole, self.peak_min_distance = int(min_area), int(max_hole), int(peak_min_distance)
+
+    def __call__(self, image_rgb: np.ndarray, image_id: str) -> np.ndarray:
+        """U (int32, 0 = background) of one image."""
+        return classical_ucis(image_rgb, stain=self.stain, threshold=self.threshold, min_area=self.min_area,
+                              max_hole=self.max_hole, peak_min_distance=self.peak_min_distance)
+
+
+class FolderUcis:
+    """`method/ucis=folder`: precomputed predictions `<dir>/<image id>.png` (SSA, PSM ...), see `read_ucis_folder`."""
+
+    def __init__(self, dir: str | os.PathLike | None = None, format: str = "auto") -> None:
+        if not dir:
+            raise ValueError("method/ucis=folder needs method.ucis.dir=/path/to/<image id>.png predictions "
+                             "(SSA/PSM outputs); use method/ucis=classical offline")
+        if format not in UCIS_FORMATS:
+            raise ValueError(f"method.ucis.format={format!r}; expected one of {UCIS_FORMATS}")
+        self.dir, self.format = Path(dir), format
+
+    def __call__(self, image_rgb: np.ndarray, image_id: str) -> np.ndarray:
+        """U (int32, 0 = background) of one image, checked against the image size."""
+        instances = read_ucis_folder(self.dir, image_id, self.format)
+        if instances.shape != image_rgb.shape[:2]:
+            raise ValueError(f"UCIS prediction {self.dir / image_id}.png is {instances.shape}; "
+                             f"expected the image size {image_rgb.shape[:2]}")
+        return instances
+
+
+def check_stain(stain: str) -> None:
+    """`method.stain` (the stain channel of the classical UCIS, the handcrafted features and the classical prompter)."""
+    if stain not in STAINS:
+        raise ValueError(f"method.stain={stain!r}; expected one of {STAINS}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _saturation(rgb: np.ndarray) -> np.ndarray:

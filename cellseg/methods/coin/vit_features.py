@@ -7,10 +7,13 @@ the patch size and encoded; the token grid of block `layer` (after the final nor
 `blocks` rebuilds them block by block, upsampling (bilinear, align_corners=False, exactly as
 `F.interpolate`) only the part of each overlapping window that falls in the block, averaging overlaps and
 L2-normalising each pixel.
+
+`VitFeatures` is the `method/features=vit` node: the ViT is built (and its weights read) on first use.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +24,14 @@ import torch.nn.functional as F
 
 from cellseg.data.intensity import as_uint8_rgb
 from cellseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cellseg.methods.coin.features import ImageFeatures
+from cellseg.models import vit as vit_models
 from cellseg.models.vit import vit_token_grid
 
+log = logging.getLogger(__name__)
+
 NORM_EPS = 1e-12  # torch.nn.functional.normalize default
+TOKEN_CACHES = ("none", "tokens")
 
 
 def window_starts(length: int, side: int) -> list[int]:
@@ -175,3 +183,85 @@ def assemble_block(tokens: WindowTokens, rows: slice, cols: slice, device: str |
         count[top - rows.start:bottom - rows.start, left - cols.start:right - cols.start] += 1
     mean = total / count.clamp_min(1)
     return F.normalize(mean, dim=0, eps=NORM_EPS)
+
+
+class VitFeatures:
+    """`method/features=vit`: window token grids of a timm ViT per zoom, dense features rebuilt block by block.
+
+    The arguments are checked here; the network (`cellseg.models.vit.build_vit` of `arch`, `weights`,
+    `weights_sha256`, `timm_kwargs`) is built on first use, on `device` (`auto` = CUDA when available).
+    `cache: tokens` keeps the token grids of pass 1 for pass 2 (`propagate_0/tokens/`).
+    """
+
+    needs_stats = False
+
+    def __init__(
+        self,
+        arch: str = "vit_base_patch16_224",
+        weights: str | None = None,
+        weights_sha256: str | None = None,
+        timm_kwargs: dict | None = None,
+        zooms: list[int] | tuple[int, ...] = (6,),
+        hflip: bool = True,
+        scales: list[float] | tuple[float, ...] = (1.0,),
+        layer: int = 11,
+        block: int = 256,
+        cache: str = "none",
+        device: str = "auto",
+        window_batch: int = 8,
+    ) -> None:
+        if not zooms or any(not _is_int(z) or z < 1 for z in zooms):
+            raise ValueError(f"method.features.zooms={list(zooms)}; expected positive integers")
+        if not scales or any(not isinstance(s, (int, float)) or s <= 0 for s in scales):
+            raise ValueError(f"method.features.scales={list(scales)}; expected positive numbers")
+        for key, value in (("block", block), ("window_batch", window_batch)):
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"method.features.{key}={value!r}; expected an integer >= 1")
+        if not _is_int(layer):
+            raise ValueError(f"method.features.layer={layer!r}; expected a block index (-1 = last)")
+        if cache not in TOKEN_CACHES:
+            raise ValueError(f"method.features.cache={cache!r}; expected one of {TOKEN_CACHES}")
+        if not weights:
+            log.warning("method/features=vit without method.features.weights: random ViT features, "
+                        "plumbing tests only")
+        self.arch, self.weights, self.weights_sha256 = arch, weights, weights_sha256
+        self.timm_kwargs = dict(timm_kwargs or {})
+        self.zooms, self.hflip, self.scales = tuple(zooms), bool(hflip), tuple(scales)
+        self.layer, self.block, self.window_batch = int(layer), int(block), int(window_batch)
+        self.cache_tokens = cache == "tokens"
+        self.device = device
+        self._extractor: VitFeatureExtractor | None = None
+
+    @property
+    def extractor(self) -> VitFeatureExtractor:
+        if self._extractor is None:
+            model = vit_models.build_vit(self.arch, weights=self.weights, weights_sha256=self.weights_sha256,
+                                         **self.timm_kwargs)
+            device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+            self._extractor = VitFeatureExtractor(model, zooms=self.zooms, hflip=self.hflip, scales=self.scales,
+                                                  layer=self.layer, block=self.block, device=device,
+                                                  window_batch=self.window_batch)
+        return self._extractor
+
+    @property
+    def dim(self) -> int:
+        return self.extractor.dim
+
+    def update_stats(self, image_rgb: np.ndarray) -> None:  # nothing to fit
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+    def image_features(self, image_rgb: np.ndarray, tokens: list[WindowTokens] | None = None) -> ImageFeatures:
+        extractor = self.extractor
+        if tokens is None:
+            tokens = [extractor.window_tokens(image_rgb, zoom) for zoom in extractor.zooms]
+        return ImageFeatures(len(tokens), lambda zoom: extractor.blocks(tokens[zoom]), tokens)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -21,7 +21,7 @@ set_project_root_env()
 TINY = [
     "model.encoder=resnet18", "model.output_stride=16", "model.edge_head=false",
     "method.train.crop=64", "method.train.batch_size=2", "method.train.repeat=2", "method.train.max_steps=1",
-    "method.train.rescale=null", "method.infer.scales=[1.0]", "method.infer.hflip=false",
+    "method.module.rescale=null", "method.module.inference.scales=[1.0]", "method.module.inference.hflip=false",
     "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
 ]
 

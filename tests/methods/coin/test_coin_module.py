@@ -29,12 +29,12 @@ from cellseg.models.deeplab_coin import CoinDeepLab
 torch.set_num_threads(1)
 
 
-def make_module(edge_head: bool = True, **kwargs) -> CoinSelfDistillation:
+def make_module(edge_head: bool = True, inference: dict | None = None, **kwargs) -> CoinSelfDistillation:
     torch.manual_seed(0)
     net = CoinDeepLab(encoder="resnet18", output_stride=16, edge_head=edge_head)
-    optimizer = partial(torch.optim.SGD, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=4e-5)
+    optimizer = partial(torch.optim.SGD, momentum=0.9, nesterov=True, weight_decay=4e-5)
     return CoinSelfDistillation(net, optimizer, partial(poly, power=0.9), lr=1e-2, rescale=None,
-                                inference={"tile": 64, "overlap": 16, "batch_size": 2}, **kwargs)
+                                inference={"tile": 64, "overlap": 16, "batch_size": 2, **(inference or {})}, **kwargs)
 
 
 def pseudo_batch(n: int = 2, size: int = 64) -> dict:
@@ -131,8 +131,8 @@ def test_fit_uses_sgd_groups_poly_and_keeps_ema_weights(tmp_path):
 
 
 def test_train_target_and_multiscale_inference():
-    module = make_module(edge_head=False, infer={"scales": [1.0, 0.5], "hflip": True, "crf": False},
-                         instances={"footprint_radius": 3})
+    module = make_module(edge_head=False, inference={"scales": [1.0, 0.5], "hflip": True,
+                                                      "crf": {"enabled": False}}, instances={"footprint_radius": 3})
     raw = np.array([[0, 3], [IGNORE, 1]], dtype=np.int32)
     assert np.array_equal(module.train_target(raw, "instance", (2, 2)), raw)
     with pytest.raises(ValueError, match="pseudo labels"):

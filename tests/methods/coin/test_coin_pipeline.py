@@ -4,21 +4,24 @@ threshold scope, accumulation of confident instances, fail-fast settings, oracle
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import math
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import torch
-from coin_pipeline_synth import compose_coin, make_dataset
+from coin_pipeline_synth import CONFIG_DIR, compose_coin, make_dataset
+from omegaconf import OmegaConf
 
 import cellseg.methods.coin
 from cellseg.data.intensity import stretch_intensity
+from cellseg.methods.coin.features import ImageFeatures
 from cellseg.methods.coin.oracle import pseudo_label_quality, summarise_quality
-from cellseg.methods.coin.prototypes import cosine_heatmaps
-from cellseg.methods.coin.scoring import IGNORE
-from cellseg.methods.coin.stages import ImageFeatures, accumulate_confident, image_heatmaps, thresholds_for
+from cellseg.methods.coin.prototypes import cosine_heatmaps, image_heatmaps
+from cellseg.methods.coin.scoring import IGNORE, accumulate_confident, thresholds_for
 from cellseg.pipeline import coin as coin_pipeline
 from cellseg.pipeline.coin import CoinPipeline, max_steps_for, merge_round_labels
 from cellseg.pipeline.stage import Stage
@@ -148,15 +151,15 @@ def test_propagation_off_writes_the_ucis_foreground_without_computing_features(t
 
 def test_threshold_scope_dataset_pools_scores_across_images(tmp_path, data_root):
     scores = {"a": {1: 0.2, 2: 0.4}, "b": {1: 0.9, 2: 0.7, 3: 0.8}, "empty": {}}
-    per_image = thresholds_for(scores, {"strategy": "mean", "threshold_scope": "image"})
+    per_image = thresholds_for(scores, strategy="mean", threshold_scope="image")
     assert per_image["a"] == pytest.approx(0.3) and per_image["b"] == pytest.approx(0.8)
     assert per_image["empty"] == math.inf  # nothing accepted in an image without instances
-    pooled = thresholds_for(scores, {"strategy": "mean", "threshold_scope": "dataset"})
+    pooled = thresholds_for(scores, strategy="mean", threshold_scope="dataset")
     assert list(pooled.values()) == [pytest.approx(np.mean([0.2, 0.4, 0.9, 0.7, 0.8]))] * 3
-    capped = thresholds_for(scores, {"strategy": "mean+std", "cap": 0.5, "threshold_scope": "dataset"})
+    capped = thresholds_for(scores, strategy="mean+std", cap=0.5, threshold_scope="dataset")
     assert list(capped.values()) == [0.5] * 3
     with pytest.raises(ValueError, match="threshold_scope"):
-        thresholds_for(scores, {"threshold_scope": "batch"})
+        thresholds_for(scores, threshold_scope="batch")
 
     cfg = compose_coin(tmp_path, "method.rounds=0", "method.scoring.threshold_scope=dataset", data_root=data_root)
     summary = CoinPipeline(cfg).pseudo_labels(0).summary
@@ -200,12 +203,16 @@ def test_max_steps_auto_matches_the_reference_budget():
 @pytest.mark.parametrize(
     ("overrides", "error", "message"),
     [
-        (["method/prompter=sam"], ValueError, r"method\.prompter\.sam\.weights=.*prompter: classical"),
+        (["method/prompter=sam"], ValueError, r"method\.prompter\.weights=.*prompter: classical"),
         (["method/ucis=folder"], ValueError, r"method\.ucis\.dir"),
+        (["method.module.inference.crf.enabled=true"], ImportError, r"pip install 'cellseg\[crf\]'"),
         (["method.refine.crf.enabled=true"], ImportError, r"pip install 'cellseg\[crf\]'"),
         (["method.rounds=-1"], ValueError, r"method\.rounds"),
-        (["experiment=coin_paper_monuseg"], ValueError, r"(?s)method\.prompter\.sam\.weights=.*method\.ucis\.dir"),
-        (["method/features=vit", "method.features.kind=dino"], ValueError, r"method\.features\.kind=dino"),
+        (["experiment=coin_paper_monuseg"], ValueError, r"(?s)method\.ucis\.dir=.*method\.prompter\.weights="),
+        (["method/features=vit", "method.features.cache=all"], ValueError, r"method\.features\.cache='all'"),
+        (["method.ucis.threshold=mean"], ValueError, r"method\.ucis\.threshold='mean'"),
+        (["method.stain=eosin"], ValueError, r"method\.stain='eosin'"),
+        (["method.prompter.method=sam"], ValueError, r"method\.prompter\.method='sam'"),
     ],
 )
 def test_impossible_settings_stop_before_any_work(tmp_path, data_root, overrides, error, message):
@@ -248,14 +255,30 @@ def test_oracle_counts_and_is_never_imported_by_the_pipeline():
 @pytest.mark.parametrize("data", ["monuseg", "tnbc"])
 def test_sub_groups_and_experiments_compose_for_each_dataset(tmp_path, data):
     sam = compose_coin(tmp_path, f"data={data}", "method/prompter=sam", "method/ucis=folder", "method/features=vit")
-    assert (sam.data.name, sam.method.prompter.kind, sam.method.ucis.kind, sam.method.features.kind) == (
-        data, "sam", "folder", "vit")
-    assert sam.method.prompter.sam.prompt_batch == 64 and sam.supervision.kind == "annotation_free"
+    targets = (sam.method.prompter._target_, sam.method.ucis._target_, sam.method.features._target_)
+    assert sam.data.name == data and targets == (
+        "cellseg.methods.coin.prompter.SamPrompter", "cellseg.methods.coin.ucis.FolderUcis",
+        "cellseg.methods.coin.vit_features.VitFeatures")
+    assert sam.method.prompter.prompt_batch == 64 and sam.supervision.kind == "annotation_free"
     paper = compose_coin(tmp_path, "experiment=coin_paper_monuseg", f"data={data}", tiny=False)
-    assert (paper.data.name, paper.method.prompter.prompt_point, paper.method.infer.crf) == (data, "centroid", True)
+    assert (paper.data.name, paper.method.prompter.prompt_point) == (data, "centroid")
+    assert paper.method.refine.crf.enabled and paper.method.module.inference.crf.enabled
     assert paper.model.encoder == "resnet101" and paper.model.output_stride == 8
     cpu = compose_coin(tmp_path, "experiment=coin_cpu_monuseg", f"data={data}", tiny=False)
     assert cpu.data.name == data and cpu.method.prompter.method == "local_otsu" and cpu.model.output_stride == 16
+
+
+SUB_GROUP_FILES = sorted(p for group in ("ucis", "features", "prompter")
+                         for p in (Path(CONFIG_DIR) / "method" / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SUB_GROUP_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_sub_group_nodes_hold_exactly_their_constructor_arguments(path):
+    """No padding keys and no hidden defaults: every key is an argument of the `_target_`, every argument but
+    `stain` (method.stain, passed by the driver) is declared in the node."""
+    node = OmegaConf.load(path)
+    parameters = set(inspect.signature(hydra.utils.get_object(node._target_)).parameters)
+    assert {key for key in node if not key.startswith("_")} == parameters - {"stain"}
 
 
 def test_heatmaps_from_blocks_with_global_or_per_image_foreground_prototype():

@@ -1,5 +1,5 @@
 """The weight-backed COIN paths through the user's config keys: ViT features (method.features.weights) and the
-SAM prompter (method.prompter.sam.weights), each with a tiny random model saved to a checkpoint file."""
+SAM prompter (method.prompter.weights), each with a tiny random model saved to a checkpoint file."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 import cellseg.models.sam as sam_models
 import cellseg.models.vit as vit_models
-from cellseg.methods.coin.prompter import interior_point
-from cellseg.methods.coin.stages import load_prompts
+from cellseg.methods.coin.prompter import interior_point, load_prompts
 from cellseg.methods.coin.vit_features import VitFeatureExtractor, window_origins
 from cellseg.pipeline.coin import CoinPipeline
 from cellseg.utils.io import read_image, read_label
@@ -100,8 +99,8 @@ def test_sam_prompter_from_a_checkpoint_through_the_config(tmp_path, data_root, 
     calls = []
     original = sam_models.iter_masks_for_points
     monkeypatch.setattr(sam_models, "iter_masks_for_points", lambda *a, **k: calls.append(a[2]) or original(*a, **k))
-    cfg = compose_coin(tmp_path, "method/prompter=sam", "method.prompter.sam.model_type=tiny_test",
-                       f"method.prompter.sam.weights={tiny_sam_checkpoint}", "method.prompter.sam.prompt_batch=2",
+    cfg = compose_coin(tmp_path, "method/prompter=sam", "method.prompter.model_type=tiny_test",
+                       f"method.prompter.weights={tiny_sam_checkpoint}", "method.prompter.prompt_batch=2",
                        "method.rounds=0", data_root=data_root)
     stage = CoinPipeline(cfg).pseudo_labels(0)
     assert len(calls) == 2  # one set_image per training image
