@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from cellseg.inference.tiler import check_scales, predict_tiled_multiscale
-from cellseg.methods.instance import SELECTION_KEYS_FORBIDDEN, InstanceSegmentationModule
+from cellseg.methods.instance import InstanceSegmentationModule
 
-__all__ = ["SELECTION_KEYS_FORBIDDEN", "DenseSegmentationModule"]
+__all__ = ["DenseSegmentationModule"]
 
 
 class DenseSegmentationModule(InstanceSegmentationModule):

@@ -20,7 +20,6 @@ from cellseg.utils.overlay import overlay_instances, side_by_side
 
 log = logging.getLogger(__name__)
 
-SELECTION_KEYS_FORBIDDEN = ("oracle/", "test/")
 METRIC_NAMES = ("aji", "pq", "dice", "aji_pooled", "pq_pooled", "dice_pooled")
 
 

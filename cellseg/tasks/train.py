@@ -39,8 +39,8 @@ def build(cfg: DictConfig):
 
 
 def resolve_resume(cfg: DictConfig) -> str | None:
-    """`ckpt_path=last` resumes from this run's last.ckpt when there is one (requeued jobs); a path must exist and
-    be a readable checkpoint (a truncated file raises a CheckpointError naming it before any work)."""
+    """`ckpt_path=last` resumes from this run's last.ckpt when there is one (requeued jobs); a path must exist
+    (`check_run_request` also reads it, so a truncated file is refused before any work)."""
     path = cfg.get("ckpt_path")
     if path is None:
         return None
@@ -50,7 +50,6 @@ def resolve_resume(cfg: DictConfig) -> str | None:
             return None
     elif not Path(path).is_file():
         raise FileNotFoundError(f"ckpt_path={path} does not exist")
-    read_checkpoint(path, mmap=True)
     return str(path)
 
 
@@ -62,7 +61,9 @@ def check_run_request(cfg: DictConfig) -> None:
     if not train and ckpt is None:
         raise ConfigError("train=false needs ckpt_path=<checkpoint> (or ckpt_path=last): without training or a "
                           "checkpoint the test split would score a randomly initialised network")
-    resumed = resolve_resume(cfg)  # a missing or unreadable checkpoint fails here, naming the file
+    resumed = resolve_resume(cfg)
+    if resumed is not None:
+        read_checkpoint(resumed, mmap=True)  # a truncated or foreign checkpoint fails here, naming the file
     if not train and ckpt == "last" and resumed is None:
         raise ConfigError(f"train=false ckpt_path=last but {Path(cfg.paths.output_dir) / CHECKPOINTS_DIR / LAST_NAME} "
                           "does not exist")
