@@ -1,0 +1,52 @@
+"""COIN killed by SIGKILL inside a per-image stage (round 1's pseudo labels, after its first image) and rerun with
+the same command: every file of the run folder equals the uninterrupted run's (labels, prompts, scores, weights,
+metrics)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from run_helpers import HERE, REPO_ROOT, environment, run_train
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+sys.path.insert(0, str(REPO_ROOT / "tests" / "methods" / "coin"))
+from coin_pipeline_synth import TINY, make_dataset  # noqa: E402
+from compare_runs import compare_runs  # noqa: E402
+
+N_TRAIN = 2
+KILL_CALL = N_TRAIN + 2  # score_image_prompts calls: N_TRAIN in pseudo_0, then the 2nd image of pseudo_1
+
+
+def kill_in_per_image_stage(marker: Path, *overrides: str) -> None:
+    command = [sys.executable, str(HERE / "pause_per_image.py"), str(KILL_CALL), str(marker), *overrides]
+    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 900
+    while not marker.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"train.py ended before the pause: {process.stderr.read()[-4000:]}")
+        assert time.monotonic() < deadline, "train.py never reached the pause"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def test_coin_killed_inside_a_per_image_stage_resumes_to_identical_files(tmp_path):
+    data = make_dataset(tmp_path / "data", n_train=N_TRAIN)
+    overrides = ["method=coin", "data=sample", f"data.root={data}", "data.dataset=Synth", "data.num_workers=0",
+                 *TINY, "method.rounds=2", "method.train.max_steps=2", "method.cache=false"]
+    first, killed = tmp_path / "first", tmp_path / "killed"
+    run_train(*overrides, f"hydra.run.dir={first}")
+    kill_in_per_image_stage(tmp_path / "paused", *overrides, f"hydra.run.dir={killed}")
+    stage = killed / "pseudo_1"
+    assert (stage / "stage.json").is_file() and not (stage / "done.json").exists()
+    assert len(list((stage / "scores").glob("*.json"))) == KILL_CALL - N_TRAIN - 1  # killed mid-stage
+    run_train(*overrides, f"hydra.run.dir={killed}")
+    identical, differences = compare_runs(first, killed)
+    assert differences == []
+    assert identical > 0 and (killed / "metrics.json").is_file()
