@@ -39,13 +39,18 @@ def kill_at_step(step: int, marker: Path, *overrides: str) -> None:
     """Start train.py, SIGKILL it when it reaches `step` (it waits there), mid-training and mid-epoch."""
     pause = ["+callbacks.pause._target_=pause_callback.PauseAtStep", f"+callbacks.pause.step={step}",
              f"+callbacks.pause.marker={marker}"]
-    process = subprocess.Popen(train_command(*overrides, *pause), env=environment(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    kill_when_marked(train_command(*overrides, *pause), marker)
+
+
+def kill_when_marked(command: list[str], marker: Path) -> None:
+    """Start `command`, SIGKILL it once it has written `marker` (it waits there after writing it)."""
+    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
     deadline = time.monotonic() + 900
     while not marker.exists():
         if process.poll() is not None:
-            raise AssertionError(f"train.py ended before step {step}: {process.stderr.read()[-4000:]}")
-        assert time.monotonic() < deadline, "train.py never reached the pause"
+            raise AssertionError(f"{command[1]} ended before its pause: {process.stderr.read()[-4000:]}")
+        assert time.monotonic() < deadline, f"{command[1]} never reached its pause"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()

@@ -4,13 +4,10 @@ metrics)."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from run_helpers import HERE, REPO_ROOT, environment, run_train
+from run_helpers import HERE, REPO_ROOT, kill_when_marked, run_train
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 sys.path.insert(0, str(REPO_ROOT / "tests" / "methods" / "coin"))
@@ -22,18 +19,8 @@ KILL_CALL = N_TRAIN + 2  # score_image_prompts calls: N_TRAIN in pseudo_0, then 
 
 
 def kill_in_per_image_stage(marker: Path, *overrides: str) -> None:
-    command = [sys.executable, str(HERE / "pause_per_image.py"), str(KILL_CALL), str(marker), *overrides]
-    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    deadline = time.monotonic() + 900
-    while not marker.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"train.py ended before the pause: {process.stderr.read()[-4000:]}")
-        assert time.monotonic() < deadline, "train.py never reached the pause"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
+    kill_when_marked([sys.executable, str(HERE / "pause_per_image.py"), str(KILL_CALL), str(marker), *overrides],
+                     marker)
 
 
 def test_coin_killed_inside_a_per_image_stage_resumes_to_identical_files(tmp_path):
