@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import cellseg.pipeline.coin as coin_pipeline
+from run_helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import cellseg.pipeline.coin as coin_pipeline
 
 
 def pause_at_call(call: int, marker: Path) -> None:

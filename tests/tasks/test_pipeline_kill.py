@@ -11,7 +11,7 @@ from run_helpers import HERE, REPO_ROOT, kill_when_marked, run_train
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 sys.path.insert(0, str(REPO_ROOT / "tests" / "methods" / "coin"))
-from coin_pipeline_synth import TINY, make_dataset  # noqa: E402
+from coin_pipeline_synth import train_overrides  # noqa: E402
 from compare_runs import compare_runs  # noqa: E402
 
 N_TRAIN = 2
@@ -24,9 +24,7 @@ def kill_in_per_image_stage(marker: Path, *overrides: str) -> None:
 
 
 def test_coin_killed_inside_a_per_image_stage_resumes_to_identical_files(tmp_path):
-    data = make_dataset(tmp_path / "data", n_train=N_TRAIN)
-    overrides = ["method=coin", "data=sample", f"data.root={data}", "data.dataset=Synth", "data.num_workers=0",
-                 *TINY, "method.rounds=2", "method.train.max_steps=2", "method.cache=false"]
+    overrides = train_overrides(tmp_path, n_train=N_TRAIN, max_steps=2)
     first, killed = tmp_path / "first", tmp_path / "killed"
     run_train(*overrides, f"hydra.run.dir={first}")
     kill_in_per_image_stage(tmp_path / "paused", *overrides, f"hydra.run.dir={killed}")

@@ -10,7 +10,7 @@ import pytest
 from run_helpers import REPO_ROOT, assert_same, kill_at_step, metrics_of, run_train, training_state
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "methods" / "coin"))
-from coin_pipeline_synth import TINY, make_dataset  # noqa: E402
+from coin_pipeline_synth import train_overrides  # noqa: E402
 
 STEPS = ["trainer.max_steps=6", "callbacks.last_checkpoint.every_n_train_steps=2"]
 # S2L: the pseudo-label loss and the EMA maps are in play from the second epoch (3 batches an epoch).
@@ -19,12 +19,6 @@ SINGLE_STAGE = {
     "s2l": ["debug=smoke", "method=s2l", "method.warmup_epochs=1", "method.ema_period=1"],
 }
 KILL_STEP = {"supervised": 5, "s2l": 5, "coin": 3}  # one step after a checkpoint, mid-epoch
-
-
-def coin_overrides(root: Path) -> list[str]:
-    data = make_dataset(root / "data")
-    return ["method=coin", "data=sample", f"data.root={data}", "data.dataset=Synth", "data.num_workers=0", *TINY,
-            "method.rounds=2", "method.train.max_steps=6", "method.cache=false"]
 
 
 def checkpoints_of(method: str, run: Path) -> dict[str, Path]:
@@ -36,7 +30,7 @@ def checkpoints_of(method: str, run: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module", params=["supervised", "s2l", "coin"])
 def runs(request, tmp_path_factory) -> tuple[str, dict[str, Path]]:
     method, root = request.param, tmp_path_factory.mktemp(request.param)
-    overrides = [*(coin_overrides(root) if method == "coin" else SINGLE_STAGE[method]), *STEPS,
+    overrides = [*(train_overrides(root) if method == "coin" else SINGLE_STAGE[method]), *STEPS,
                  f"paths.cache_dir={root / 'cache'}"]
     folders = {name: root / name for name in ("first", "second", "killed")}
     run_train(*overrides, f"hydra.run.dir={folders['first']}")

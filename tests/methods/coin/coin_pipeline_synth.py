@@ -43,6 +43,13 @@ def make_dataset(root: Path, n_train: int = 2, n_test: int = 1, size: int = 96, 
     return root
 
 
+def train_overrides(root: Path, n_train: int = 2, max_steps: int = 6) -> list[str]:
+    """train.py overrides of a tiny two-round COIN run (no cache) on a synthetic dataset made under `root`."""
+    data = make_dataset(root / "data", n_train=n_train)
+    return ["method=coin", "data=sample", f"data.root={data}", "data.dataset=Synth", "data.num_workers=0", *TINY,
+            "method.rounds=2", f"method.train.max_steps={max_steps}", "method.cache=false"]
+
+
 def compose_coin(tmp_path: Path, *overrides: str, data_root: Path | None = None, run: str = "run",
                  tiny: bool = True) -> DictConfig:
     """train.yaml with method=coin (+ TINY) on the synthetic dataset (or the given overrides), under tmp_path."""
