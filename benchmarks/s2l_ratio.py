@@ -9,7 +9,7 @@ test: stage1_test fluorescence, 53 images; each image's intensities stretched be
 percentiles; small U-Net with a ResNet-18 encoder, random init; 128 px crops, batch 16, 2 crops per image and
 epoch, 30 epochs; last checkpoint):
   - S2L at supervision.ratio 0.1 / 0.3 / 0.5 / 1.0 (warm-up 10 epochs, EMA update after every epoch),
-  - pCE only at 0.3 (method.pce_only=true: the scribble loss alone),
+  - pCE only at 0.3 (method.module.pce_only=true: the scribble loss alone),
   - full supervision: method=supervised with 2 classes (CE + Dice on the full masks, its own AdamW schedule),
     the same network, data, epochs and instance decoding (8-connected components, < 64 px removed).
 The runs the targets compare (S2L 30 %, pCE only 30 %, full supervision) are trained first.
@@ -30,9 +30,9 @@ from _run import DEFAULT_DATA_ROOT, REPO_ROOT, find_run_dir, read_metrics, run_t
 from omegaconf import OmegaConf
 
 EXPERIMENT = "s2l_unet_dsb2018fluo_cpu"
-QUICK = ["data.max_images=8", "trainer.max_epochs=2", "method.warmup_epochs=1", "method.ema_period=1"]
+QUICK = ["data.max_images=8", "trainer.max_epochs=2", "method.module.warmup_epochs=1", "method.module.ema_period=1"]
 # The supervised baseline decodes instances as S2L does, so the table compares the semantic masks.
-SUPERVISED = ["method=supervised", "method.num_classes=2", "method.selection=last",
+SUPERVISED = ["method=supervised", "method.module.num_classes=2", "method.selection=last",
               "method.module.postproc.min_area=64", "+method.module.postproc.method=cc"]
 COLUMNS = (("aji", "AJI"), ("pq", "PQ"), ("dice", "Dice"), ("miou_bin", "mIoU"))
 
@@ -50,7 +50,7 @@ COMPARED = (s2l_label(0.3), PCE_30, FULL)  # the rows the targets compare: train
 def runs() -> list[tuple[str, list[str]]]:
     """(label, overrides) of every row of the table."""
     rows = [(s2l_label(r), [f"supervision.ratio={r}"]) for r in (0.1, 0.3, 0.5, 1.0)]
-    rows.append((PCE_30, ["supervision.ratio=0.3", "method.pce_only=true"]))
+    rows.append((PCE_30, ["supervision.ratio=0.3", "method.module.pce_only=true"]))
     rows.append((FULL, SUPERVISED))
     return rows
 
@@ -72,7 +72,7 @@ def budget_line(run_dir: Path) -> str:
             f"{cfg.data.crops_per_image} crops of {cfg.data.crop} px, batch {cfg.data.batch_size}, intensity stretch "
             f"{list(stretch) if stretch else 'off'}; model "
             f"{cfg.model.arch}/{cfg.model.encoder} (weights: {cfg.model.weights}); S2L warm-up "
-            f"{cfg.method.get('warmup_epochs', '-')} epochs, EMA period {cfg.method.get('ema_period', '-')}, "
+            f"{cfg.method.module.get('warmup_epochs', '-')} epochs, EMA period {cfg.method.module.get('ema_period', '-')}, "
             f"lr cycles {schedule.get('cycles') or f'fixed (T_0 {schedule.T_0}, T_mult {schedule.T_mult})'}")
 
 
@@ -95,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs of every run")
-    parser.add_argument("--warmup-epochs", type=int, default=None, help="override method.warmup_epochs (S2L)")
+    parser.add_argument("--warmup-epochs", type=int, default=None, help="override method.module.warmup_epochs (S2L)")
     parser.add_argument("--quick", action="store_true", help="tiny budget: a smoke check of the script")
     parser.add_argument("--out", type=Path, default=None, help="log folder (default logs/bench_s2l[_quick])")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
@@ -108,7 +108,7 @@ def main() -> None:
     common = [f"experiment={EXPERIMENT}", f"paths.data_dir={args.data_root.resolve()}"]
     common += QUICK if args.quick else []
     common += [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
-    common += [f"method.warmup_epochs={args.warmup_epochs}"] if args.warmup_epochs is not None else []
+    common += [f"method.module.warmup_epochs={args.warmup_epochs}"] if args.warmup_epochs is not None else []
 
     seeds = args.seeds or [None]  # None: the experiment's own seed
     rows = runs()

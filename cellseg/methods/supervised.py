@@ -34,7 +34,7 @@ class SupervisedSegmentation(DenseSegmentationModule):
         super().__init__(net, optimizer, scheduler, inference, metric_prefix="val", log_images=log_images)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         if num_classes not in (2, 3):
-            raise ValueError(f"method.num_classes={num_classes}; expected 2 (bg/nucleus) or 3 (bg/inside/boundary)")
+            raise ValueError(f"method.module.num_classes={num_classes}; expected 2 (bg/nucleus) or 3 (bg/inside/boundary)")
         self.boundary_class = num_classes == 3
         self.ignore_index = IGNORE_INDEX
         self.loss = CEDiceLoss(IGNORE_INDEX, ce_weight, dice_weight)

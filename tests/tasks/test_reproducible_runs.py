@@ -16,7 +16,7 @@ STEPS = ["trainer.max_steps=6", "callbacks.last_checkpoint.every_n_train_steps=2
 # S2L: the pseudo-label loss and the EMA maps are in play from the second epoch (3 batches an epoch).
 SINGLE_STAGE = {
     "supervised": ["debug=smoke", "method=supervised", "trainer.val_check_interval=3"],
-    "s2l": ["debug=smoke", "method=s2l", "method.warmup_epochs=1", "method.ema_period=1"],
+    "s2l": ["debug=smoke", "method=s2l", "method.module.warmup_epochs=1", "method.module.ema_period=1"],
 }
 KILL_STEP = {"supervised": 5, "s2l": 5, "coin": 3}  # one step after a checkpoint, mid-epoch
 

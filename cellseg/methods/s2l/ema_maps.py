@@ -61,7 +61,7 @@ def shard(n_items: int, rank: int, world_size: int) -> range:
 
 def dtype_of(name: str) -> torch.dtype:
     if name not in EMA_DTYPES:
-        raise ValueError(f"method.ema_dtype={name!r}; expected one of {sorted(EMA_DTYPES)}")
+        raise ValueError(f"method.module.ema_dtype={name!r}; expected one of {sorted(EMA_DTYPES)}")
     return EMA_DTYPES[name]
 
 

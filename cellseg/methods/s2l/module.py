@@ -77,7 +77,7 @@ class Scribble2Label(DenseSegmentationModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         check_options(warmup_epochs, ema_period, tau, alpha, lam, ema_store, faithful_crop32, instances)
         if ema_store == "sidecar" and not ema_sidecar_dir:
-            raise ValueError("method.ema_store=sidecar needs a folder for the map files (module.ema_sidecar_dir)")
+            raise ValueError("method.module.ema_store=sidecar needs a folder for the map files (module.ema_sidecar_dir)")
         self.ema_store, self.ema_sidecar_dir = ema_store, ema_sidecar_dir
         self.ema_prune_sidecars = bool(ema_prune_sidecars)
         dtype_of(ema_dtype)  # fail now, not at the first checkpoint
@@ -152,7 +152,7 @@ class Scribble2Label(DenseSegmentationModule):
         if not self.uses_val_targets:
             return
         if "target" not in batch:
-            raise RuntimeError("method.val_scribble_loss=true but the validation batch has no scribble target")
+            raise RuntimeError("method.module.val_scribble_loss=true but the validation batch has no scribble target")
         target = np.asarray(batch["target"][k].cpu())
         scribbled = target != self.ignore_index
         if scribbled.any():
@@ -240,7 +240,7 @@ class Scribble2Label(DenseSegmentationModule):
             self.ema = (load_sidecar(state, self.ema_sidecar_dir) if is_sidecar_reference(state)
                         else EmaMaps.from_state_dict(state))
             if self.ema.dtype_name != self.ema_dtype:
-                log.warning("checkpoint EMA maps are %s, method.ema_dtype=%s: kept as %s",
+                log.warning("checkpoint EMA maps are %s, method.module.ema_dtype=%s: kept as %s",
                             self.ema.dtype_name, self.ema_dtype, self.ema.dtype_name)
         elif not self.pce_only:
             log.warning("checkpoint has no S2L EMA maps (%s): they restart from 0", CHECKPOINT_KEY)
@@ -266,23 +266,23 @@ class Scribble2Label(DenseSegmentationModule):
 def check_options(warmup_epochs, ema_period, tau, alpha, lam, ema_store, faithful_crop32, instances) -> None:
     """One clear error per bad S2L setting."""
     if int(warmup_epochs) < 0:
-        raise ValueError(f"method.warmup_epochs={warmup_epochs}; expected >= 0")
+        raise ValueError(f"method.module.warmup_epochs={warmup_epochs}; expected >= 0")
     if int(ema_period) < 1:
-        raise ValueError(f"method.ema_period={ema_period}; expected >= 1 (epochs between EMA updates)")
+        raise ValueError(f"method.module.ema_period={ema_period}; expected >= 1 (epochs between EMA updates)")
     if not 0.5 <= float(tau) <= 1.0:
-        raise ValueError(f"method.tau={tau}; expected 0.5 <= tau <= 1 (ŷ=1 above tau, 0 below 1 - tau)")
+        raise ValueError(f"method.module.tau={tau}; expected 0.5 <= tau <= 1 (ŷ=1 above tau, 0 below 1 - tau)")
     if not 0.0 < float(alpha) <= 1.0:
-        raise ValueError(f"method.alpha={alpha}; expected 0 < alpha <= 1 (EMA weight of the new prediction)")
+        raise ValueError(f"method.module.alpha={alpha}; expected 0 < alpha <= 1 (EMA weight of the new prediction)")
     if float(lam) < 0:
-        raise ValueError(f"method.lam={lam}; expected >= 0")
+        raise ValueError(f"method.module.lam={lam}; expected >= 0")
     if ema_store not in EMA_STORES:
-        raise ValueError(f"method.ema_store={ema_store!r}; expected one of {EMA_STORES} (maps inside each "
+        raise ValueError(f"method.module.ema_store={ema_store!r}; expected one of {EMA_STORES} (maps inside each "
                          "checkpoint, or in a file beside it that the checkpoint names with its sha256)")
     if faithful_crop32:
-        raise ValueError("method.faithful_crop32=true (top-left crop to /32) is not implemented; inputs are "
+        raise ValueError("method.module.faithful_crop32=true (top-left crop to /32) is not implemented; inputs are "
                          "reflect-padded to /32 and outputs cropped back")
     if instances not in INSTANCE_METHODS:
-        raise ValueError(f"method.instances={instances!r}; expected one of {sorted(INSTANCE_METHODS)}")
+        raise ValueError(f"method.module.instances={instances!r}; expected one of {sorted(INSTANCE_METHODS)}")
 
 
 def image_shape(path) -> tuple[int, int]:

@@ -34,8 +34,8 @@ def test_lightning_ddp_run_holds_the_maps_one_process_computes(tmp_path, s2l_con
     out = tmp_path / "ddp"
     overrides = ["debug=smoke", "method=s2l", "model=unet_small", "trainer=ddp", "trainer.accelerator=cpu",
                  "trainer.devices=2", "trainer.sync_batchnorm=false", "trainer.max_steps=-1", "trainer.max_epochs=1",
-                 "trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=1", "method.warmup_epochs=0",
-                 "method.ema_period=1", "test=false", f"hydra.run.dir={out}", f"paths.cache_dir={tmp_path / 'cache'}"]
+                 "trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=1", "method.module.warmup_epochs=0",
+                 "method.module.ema_period=1", "test=false", f"hydra.run.dir={out}", f"paths.cache_dir={tmp_path / 'cache'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *overrides],
                             capture_output=True, text=True, timeout=600, env=env)

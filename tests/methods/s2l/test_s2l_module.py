@@ -199,13 +199,13 @@ def test_instances_are_connected_components_of_p_fg_above_half_without_small_one
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"tau": 0.3}, "method.tau"),
-        ({"alpha": 0.0}, "method.alpha"),
-        ({"ema_period": 0}, "method.ema_period"),
-        ({"ema_store": "disk"}, "method.ema_store"),
+        ({"tau": 0.3}, "method.module.tau"),
+        ({"alpha": 0.0}, "method.module.alpha"),
+        ({"ema_period": 0}, "method.module.ema_period"),
+        ({"ema_store": "disk"}, "method.module.ema_store"),
         ({"ema_store": "sidecar"}, "ema_sidecar_dir"),
-        ({"ema_dtype": "int8"}, "method.ema_dtype"),
-        ({"instances": "magic"}, "method.instances"),
+        ({"ema_dtype": "int8"}, "method.module.ema_dtype"),
+        ({"instances": "magic"}, "method.module.instances"),
         ({"faithful_crop32": True}, "faithful_crop32"),
     ],
 )

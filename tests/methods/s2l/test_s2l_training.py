@@ -180,7 +180,7 @@ def test_faithful_config_freezes_the_head(s2l_config):
 def test_smoke_run_end_to_end_writes_metrics(s2l_config):
     cfg = s2l_config("model=unet_small", "logger=csv", "data.val_holdout=1", "trainer.max_steps=-1",
                      "trainer.max_epochs=2", "trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=1",
-                     "method.warmup_epochs=1", "method.ema_period=1")
+                     "method.module.warmup_epochs=1", "method.module.ema_period=1")
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
     summary = json.loads((out / "metrics.json").read_text())
@@ -195,7 +195,7 @@ def test_smoke_run_end_to_end_writes_metrics(s2l_config):
 def test_val_scribble_loss_selects_the_best_checkpoint_without_ground_truth(s2l_config, monkeypatch):
     cfg = s2l_config("model=unet_small", "logger=csv", "data.val_holdout=1", "trainer.max_steps=-1",
                      "trainer.max_epochs=3", "trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=1",
-                     "method.warmup_epochs=1", "method.ema_period=1", "method.val_scribble_loss=true",
+                     "method.module.warmup_epochs=1", "method.module.ema_period=1", "method.module.val_scribble_loss=true",
                      "method.selection=best", "method.monitor=val/scribble_loss", "method.monitor_mode=min")
     check_monitors(cfg)  # a weak-label key is allowed; val/aji would not be
     losses: list[float] = []
