@@ -5,7 +5,7 @@
 Checkpoints are compared by their weights (`state_dict`, tensor by tensor), `metrics.json` without the folders it
 names, every other output byte for byte. Records that hold times, hosts or paths are skipped: Hydra's `.hydra/`,
 logs, resolved configs (`*.yaml`), `run_info.json`, the stage markers `done.json`/`stage.json` (their profiles
-are timings) and CSV logger folders. Used to check that the same command with the same seed reproduces a
+are timings), CSV logger folders and submitit job folders. Used to check that the same command with the same seed reproduces a
 benchmark run exactly.
 """
 
@@ -20,7 +20,7 @@ import torch
 
 SKIPPED_NAMES = frozenset({"done.json", "stage.json", "run_info.json"})
 SKIPPED_SUFFIXES = (".log", ".yaml")  # logs, and resolved configs (they name the run's folders)
-SKIPPED_FOLDERS = frozenset({".hydra", "csv"})
+SKIPPED_FOLDERS = frozenset({".hydra", "csv", "submitit"})  # submitit: job logs and pickles
 
 
 def compared_files(root: Path) -> list[Path]:

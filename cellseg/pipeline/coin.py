@@ -20,6 +20,7 @@ loader is made with `with_labels=False`. Nothing in the pipeline selects with gr
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import math
@@ -33,7 +34,6 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
-from tqdm.auto import tqdm
 
 from cellseg.callbacks.ema_weights import EmaWeights
 from cellseg.callbacks.last_checkpoint import LAST_NAME
@@ -51,7 +51,9 @@ from cellseg.methods.coin.scoring import (
 from cellseg.methods.coin.ucis import check_stain
 from cellseg.methods.coin.vit_features import WindowTokens
 from cellseg.pipeline.checks import check_supervision
+from cellseg.pipeline.distributed import rank, run_stage
 from cellseg.pipeline.evaluate import predict_and_evaluate
+from cellseg.pipeline.executors import LocalExecutor, progress
 from cellseg.pipeline.profiling import profiled
 from cellseg.pipeline.stage import Stage, read_json
 from cellseg.pipeline.trainer import build_callbacks, build_loggers, build_trainer
@@ -158,6 +160,8 @@ class CoinPipeline:
         self.layout = self.datamodule.layout("train")
         self.ids = self.datamodule.ids("train")
         self.profile_memory = bool(self.method.profile_memory)
+        self.executor = hydra.utils.instantiate(cfg.executor) if cfg.get("executor") else LocalExecutor()
+        self.read_image = TrainingImages(self.layout, self.datamodule.bit_depth, self.datamodule.stretch)
         self._stages: dict[str, Stage] = {}
 
     # ----- plumbing --------------------------------------------------------------------------------------------
@@ -184,15 +188,12 @@ class CoinPipeline:
         self._stages[stage.key] = stage
         return stage
 
-    def image(self, image_id: str) -> np.ndarray:
-        """RGB of a training image as the network sees it before normalisation (data.bit_depth, stretch): uint8
-        for 8-bit images, float32 in [0, 1] for deeper ones. The classical stages (UCIS, handcrafted features,
-        prompter) read both through `ucis.as_float_rgb`; SAM, ViT features and DenseCRF round floats to 8 bits."""
-        image, _ = load_image(self.layout.image_path(image_id), self.datamodule.bit_depth, self.datamodule.stretch)
-        return image
-
     def progress(self, desc: str):
-        return tqdm(self.ids, desc=desc, unit="image", leave=False)
+        return progress(self.ids, desc)
+
+    def per_image(self, task, desc: str) -> dict:
+        """{image id: task(image id)} through the run's executor (in order, whichever process ran them)."""
+        return dict(zip(self.ids, self.executor.map(task, self.ids, desc), strict=True))
 
     # ----- the whole run ---------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -207,7 +208,7 @@ class CoinPipeline:
             if self.cfg.get("test", True) and self.datamodule.splits.get("test") and (
                     last or self.method.evaluate_every_round):
                 metrics = self.evaluate(round_)
-        if metrics:
+        if metrics and rank() == 0:
             for name in METRIC_FILES:
                 source = self.output_dir / f"evaluate_{rounds}" / name
                 if source.is_file():
@@ -218,19 +219,13 @@ class CoinPipeline:
     # ----- stage 0 ---------------------------------------------------------------------------------------------
     def ucis(self) -> Stage:
         config = {"ucis": as_container(self.method.ucis), "stain": self.method.stain, "data": self.data_identity()}
-        stage = self.stage("ucis", 0, config, [], cacheable=True)
-        if stage.completed():
-            return stage
-        stage.begin()
-        counts, record = {}, {}
+        return run_stage(self.stage("ucis", 0, config, [], cacheable=True), self._ucis)
+
+    def _ucis(self, stage: Stage) -> dict:
+        record = {}
         with profiled(record, self.profile_memory):
-            for image_id in self.progress("UCIS"):
-                path = stage.dir / f"{image_id}.png"
-                if not path.is_file():
-                    write_label(path, ucis_instances(self.parts.ucis, self.image(image_id), image_id))
-                counts[image_id] = int(read_label(path).max())
-        stage.finish({"instances": counts, "profile": per_image(record, len(self.ids))})
-        return stage
+            counts = self.per_image(functools.partial(ucis_task, self.read_image, self.parts.ucis, stage.dir), "UCIS")
+        return {"instances": counts, "profile": per_image(record, len(self.ids))}
 
     # ----- stage 1 ---------------------------------------------------------------------------------------------
     def propagate(self) -> Stage:
@@ -238,36 +233,21 @@ class CoinPipeline:
         config = {"features": as_container(self.method.features), "refine": as_container(self.method.refine),
                   "stain": self.method.stain}
         stage = self.stage("propagate", 0, config, [upstream], cacheable=True)
-        if stage.completed():
-            return stage
-        stage.begin()
-        record = {}
-        if not self.method.refine.enabled:
-            with profiled(record, self.profile_memory):
-                self.copy_ucis_foreground(stage, upstream)
-            stage.finish({"profile": per_image(record, len(self.ids))})
-            return stage
-        with profiled(record, self.profile_memory):
-            source = self.feature_source(stage, upstream)
-            mu_fg = load_prototype(stage.dir) if self.method.refine.accumulate_centroids else None
-            for image_id in self.progress("propagation (pass 2)"):
-                path = stage.dir / "masks" / f"{image_id}.png"
-                if path.is_file():
-                    continue
-                image, ucis = self.image(image_id), read_label(upstream.dir / f"{image_id}.png")
-                features = source.image_features(image, self.cached_tokens(stage, image_id))
-                mask = propagate_mask(image, image_heatmaps(features, ucis, mu_fg), ucis, self.method.refine)
-                write_mask_uint8(path, mask.astype(np.uint8) * 255)
-        stage.finish({"profile": per_image(record, len(self.ids))})
-        return stage
+        return run_stage(stage, functools.partial(self._propagate, upstream=upstream))
 
-    def copy_ucis_foreground(self, stage: Stage, upstream: Stage) -> None:
-        """`refine.enabled=false`: S = U > 0 (no features, no transport), for feature sources that hurt."""
-        for image_id in self.progress("propagation off (S = U > 0)"):
-            path = stage.dir / "masks" / f"{image_id}.png"
-            if not path.is_file():
-                mask = read_label(upstream.dir / f"{image_id}.png") > 0
-                write_mask_uint8(path, mask.astype(np.uint8) * 255)
+    def _propagate(self, stage: Stage, upstream: Stage) -> dict:
+        record = {}
+        with profiled(record, self.profile_memory):
+            if not self.method.refine.enabled:  # S = U > 0 (no features, no transport), for sources that hurt
+                task = functools.partial(copy_foreground_task, upstream.dir, stage.dir)
+                self.per_image(task, "propagation off (S = U > 0)")
+            else:
+                source = self.feature_source(stage, upstream)
+                mu_fg = load_prototype(stage.dir) if self.method.refine.accumulate_centroids else None
+                task = functools.partial(propagate_task, self.read_image, source, mu_fg, self.method.refine,
+                                         upstream.dir, stage.dir)
+                self.per_image(task, "propagation (pass 2)")
+        return {"profile": per_image(record, len(self.ids))}
 
     def feature_source(self, stage: Stage, upstream: Stage):
         """Pass 0 (feature statistics, handcrafted only) and pass 1 (global foreground prototype)."""
@@ -278,25 +258,18 @@ class CoinPipeline:
                 source.load_state_dict(read_json(stats_path))
             else:
                 for image_id in self.progress("feature statistics (pass 0)"):
-                    source.update_stats(self.image(image_id))
+                    source.update_stats(self.read_image(image_id))
                 write_json(stats_path, source.state_dict())
         if self.method.refine.accumulate_centroids and not (stage.dir / "prototype.json").is_file():
             accumulator = PrototypeAccumulator(source.dim)
             for image_id in self.progress("foreground prototype (pass 1)"):
-                features = source.image_features(self.image(image_id))
+                features = source.image_features(self.read_image(image_id))
                 add_foreground(features, read_label(upstream.dir / f"{image_id}.png"), accumulator)
                 if source.cache_tokens and features.tokens is not None:
                     with atomic_path(stage.dir / "tokens" / f"{image_id}.pt") as tmp:
                         torch.save([t.state() for t in features.tokens], tmp)
             write_json(stage.dir / "prototype.json", accumulator.state_dict())
         return source
-
-    @staticmethod
-    def cached_tokens(stage: Stage, image_id: str) -> list[WindowTokens] | None:
-        path = stage.dir / "tokens" / f"{image_id}.pt"
-        if not path.is_file():
-            return None
-        return [WindowTokens.from_state(s) for s in torch.load(path, weights_only=True)]
 
     # ----- stage 2 ---------------------------------------------------------------------------------------------
     def pseudo_labels(self, round_: int) -> Stage:
@@ -312,39 +285,21 @@ class CoinPipeline:
                   "prompter": as_container(self.method.prompter), "scoring": as_container(self.method.scoring),
                   "accumulate": accumulate, "stain": self.method.stain}
         stage = self.stage("pseudo", round_, config, inputs, cacheable=round_ == 0)
-        if stage.completed():
-            return stage
-        stage.begin()
+        return run_stage(stage, functools.partial(self._pseudo_labels, upstream=upstream, accumulate=accumulate))
+
+    def _pseudo_labels(self, stage: Stage, upstream: Stage, accumulate: bool) -> dict:
         record = {}
         with profiled(record, self.profile_memory):
-            scores = self.score_instances(stage, upstream, round_)
+            # pass (a): per image, instance map, prompted masks and scores (files reused when already written)
+            decode = as_container(self.method.module.instances) if stage.round == 0 else None
+            task = functools.partial(score_task, self.read_image, self.parts.prompter, decode, upstream.dir,
+                                     stage.dir)
+            scores = self.per_image(task, f"prompts and scores (round {stage.round})")
             scoring = self.method.scoring
             thetas = thresholds_for(scores, strategy=scoring.strategy, cap=scoring.cap, value=scoring.threshold,
                                     threshold_scope=scoring.threshold_scope)
             summary = self.paint_labels(stage, scores, thetas, accumulate)
-        stage.finish({**summary, "profile": per_image(record, len(self.ids))})
-        return stage
-
-    def score_instances(self, stage: Stage, upstream: Stage, round_: int) -> dict[str, dict[int, float]]:
-        """Pass (a): per image, instance map, prompted masks and scores (files reused when already written)."""
-        scores = {}
-        for image_id in self.progress(f"prompts and scores (round {round_})"):
-            score_path = stage.dir / "scores" / f"{image_id}.json"
-            if score_path.is_file():
-                scores[image_id] = {int(k): float(v) for k, v in read_json(score_path)["scores"].items()}
-                continue
-            image = self.image(image_id)
-            if round_ == 0:
-                mask = read_label(upstream.dir / "masks" / f"{image_id}.png") > 0
-                instances = binary_to_instances(mask, **self.method.module.instances)
-            else:
-                instances = read_label(upstream.dir / f"{image_id}.png")
-            prompts = score_image_prompts(self.parts.prompter, image, instances)
-            scores[image_id] = instance_scores(instances, prompts)
-            write_label(stage.dir / "instances" / f"{image_id}.png", instances)
-            save_prompts(stage.dir / "prompts" / f"{image_id}.npz", prompts)
-            write_json(score_path, {"scores": {str(k): v for k, v in scores[image_id].items()}})
-        return scores
+        return {**summary, "profile": per_image(record, len(self.ids))}
 
     def paint_labels(self, stage: Stage, scores: dict, thetas: dict, accumulate: bool) -> dict:
         """Pass (b): P per image from the threshold of its scope; with accumulation, merged with P_{t-1}."""
@@ -376,9 +331,10 @@ class CoinPipeline:
                   "module": as_container(self.method.module), "precision": str(self.cfg.trainer.precision),
                   "warm_start": warm}
         stage = self.stage("train", round_, config, inputs)
-        if stage.completed():
-            return stage
-        stage.begin()
+        return run_stage(stage, functools.partial(self._train, targets=targets, warm=warm), collective=True)
+
+    def _train(self, stage: Stage, targets: Stage, warm: bool) -> dict:
+        round_ = stage.round
         last = stage.dir / "checkpoints" / LAST_NAME
         resume = str(last) if last.is_file() else None
         seed = stage_seed(int(self.method.train.seed), stage.key)
@@ -395,9 +351,8 @@ class CoinPipeline:
         with profiled(record):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-        stage.finish({"checkpoint": str(last), "max_steps": steps, "global_step": int(trainer.global_step),
-                      "seed": seed, "losses": losses, "profile": record})
-        return stage
+        return {"checkpoint": str(last), "max_steps": steps, "global_step": int(trainer.global_step),
+                "seed": seed, "losses": losses, "profile": record}
 
     def build_module(self):
         net = hydra.utils.instantiate(self.cfg.model)
@@ -426,15 +381,14 @@ class CoinPipeline:
         trained = self.train_round(round_)
         config = {"inference": as_container(self.method.module.inference),
                   "instances": as_container(self.method.module.instances)}
-        stage = self.stage("predict", round_, config, [trained])
-        if stage.completed():
-            return stage
-        stage.begin()
+        return run_stage(self.stage("predict", round_, config, [trained]),
+                         functools.partial(self._predict_train, trained=trained), collective=True)
+
+    def _predict_train(self, stage: Stage, trained: Stage) -> dict:
         record = {}
         with profiled(record):
             self.predict_split(trained, "train", stage.dir)
-        stage.finish({"profile": per_image(record, len(self.ids))})
-        return stage
+        return {"profile": per_image(record, len(self.ids))}
 
     def predict_split(self, trained: Stage, role: str, folder: Path) -> None:
         """A7 + A4 instance maps of a split's images (labels never read) with the EMA weights."""
@@ -453,11 +407,13 @@ class CoinPipeline:
         trained = self.train_round(round_)
         test_ids = self.datamodule.ids("test")
         config = {"inference": as_container(self.method.module.inference),
-                  "instances": as_container(self.method.module.instances), "test": {"root": str(self.datamodule.layout("test").dir), "ids": test_ids}}
+                  "instances": as_container(self.method.module.instances),
+                  "test": {"root": str(self.datamodule.layout("test").dir), "ids": test_ids}}
         stage = self.stage("evaluate", round_, config, [trained])
-        if stage.completed():
-            return stage.summary["metrics"]
-        stage.begin()
+        return run_stage(stage, functools.partial(self._evaluate, trained=trained), collective=True).summary["metrics"]
+
+    def _evaluate(self, stage: Stage, trained: Stage) -> dict:
+        test_ids = self.datamodule.ids("test")
         eval_cfg = copy.deepcopy(self.cfg)
         with open_dict(eval_cfg):
             eval_cfg.paths.output_dir = str(stage.dir)
@@ -465,8 +421,7 @@ class CoinPipeline:
         with profiled(record):
             metrics = predict_and_evaluate(eval_cfg, self.inference_trainer(stage.dir), self.trained_module(trained),
                                            self.datamodule, ckpt_path=None)
-        stage.finish({"metrics": metrics, "profile": per_image(record, len(test_ids))})
-        return metrics
+        return {"metrics": metrics, "profile": per_image(record, len(test_ids))}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -478,6 +433,78 @@ def ucis_instances(ucis, image: np.ndarray, image_id: str) -> np.ndarray:
 def score_image_prompts(prompter, image: np.ndarray, instances: np.ndarray):
     """The prompter's masks of one image (a module-level hook, so tests can count or interrupt calls)."""
     return prompter(image, instances)
+
+
+@dataclass(frozen=True)
+class TrainingImages:
+    """`read(image_id)`: RGB of a training image as the network sees it before normalisation (data.bit_depth,
+    stretch): uint8 for 8-bit images, float32 in [0, 1] for deeper ones. The classical stages (UCIS, handcrafted
+    features, prompter) read both through `ucis.as_float_rgb`; SAM, ViT features and DenseCRF round floats to 8
+    bits. Picklable, so per-image tasks read their own image in whichever process runs them."""
+
+    layout: object
+    bit_depth: int | None
+    stretch: tuple[float, float] | None
+
+    def __call__(self, image_id: str) -> np.ndarray:
+        image, _ = load_image(self.layout.image_path(image_id), self.bit_depth, self.stretch)
+        return image
+
+
+# Per-image tasks (docs/framework.md#per-image-stages): module-level, bound with functools.partial, each writes
+# its files atomically and skips an image whose output already exists (resume).
+def ucis_task(read_image: TrainingImages, ucis, folder: Path, image_id: str) -> int:
+    """U of one image -> `<folder>/<id>.png`; returns its number of instances."""
+    path = folder / f"{image_id}.png"
+    if not path.is_file():
+        write_label(path, ucis_instances(ucis, read_image(image_id), image_id))
+    return int(read_label(path).max())
+
+
+def copy_foreground_task(ucis_dir: Path, folder: Path, image_id: str) -> None:
+    """`refine.enabled=false`: S = U > 0."""
+    path = folder / "masks" / f"{image_id}.png"
+    if not path.is_file():
+        write_mask_uint8(path, (read_label(ucis_dir / f"{image_id}.png") > 0).astype(np.uint8) * 255)
+
+
+def propagate_task(read_image: TrainingImages, source, mu_fg: np.ndarray | None, refine: DictConfig,
+                   ucis_dir: Path, folder: Path, image_id: str) -> None:
+    """S of one image from its U and the trained feature source -> `<folder>/masks/<id>.png`."""
+    path = folder / "masks" / f"{image_id}.png"
+    if path.is_file():
+        return
+    image, ucis = read_image(image_id), read_label(ucis_dir / f"{image_id}.png")
+    features = source.image_features(image, cached_tokens(folder, image_id))
+    mask = propagate_mask(image, image_heatmaps(features, ucis, mu_fg), ucis, refine)
+    write_mask_uint8(path, mask.astype(np.uint8) * 255)
+
+
+def cached_tokens(folder: Path, image_id: str) -> list[WindowTokens] | None:
+    path = folder / "tokens" / f"{image_id}.pt"
+    if not path.is_file():
+        return None
+    return [WindowTokens.from_state(s) for s in torch.load(path, weights_only=True)]
+
+
+def score_task(read_image: TrainingImages, prompter, decode: dict | None, upstream_dir: Path, folder: Path,
+               image_id: str) -> dict[int, float]:
+    """Instances of one image (round 0: `decode` = the A4 options applied to the mask S in `<upstream>/masks/`;
+    later rounds, decode=None: the network's instance map `<upstream>/<id>.png`), its prompted masks and their
+    scores -> `<folder>/{instances,prompts,scores}/`; returns the scores."""
+    score_path = folder / "scores" / f"{image_id}.json"
+    if score_path.is_file():
+        return {int(k): float(v) for k, v in read_json(score_path)["scores"].items()}
+    if decode is not None:
+        instances = binary_to_instances(read_label(upstream_dir / "masks" / f"{image_id}.png") > 0, **decode)
+    else:
+        instances = read_label(upstream_dir / f"{image_id}.png")
+    prompts = score_image_prompts(prompter, read_image(image_id), instances)
+    scores = instance_scores(instances, prompts)
+    write_label(folder / "instances" / f"{image_id}.png", instances)
+    save_prompts(folder / "prompts" / f"{image_id}.npz", prompts)
+    write_json(score_path, {"scores": {str(k): v for k, v in scores.items()}})
+    return scores
 
 
 def merge_round_labels(previous: np.ndarray, new: np.ndarray, accumulate: bool) -> np.ndarray:

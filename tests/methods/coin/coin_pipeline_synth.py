@@ -43,9 +43,9 @@ def make_dataset(root: Path, n_train: int = 2, n_test: int = 1, size: int = 96, 
     return root
 
 
-def train_overrides(root: Path, n_train: int = 2, max_steps: int = 6) -> list[str]:
+def train_overrides(root: Path, n_train: int = 2, max_steps: int = 6, n_test: int = 1) -> list[str]:
     """train.py overrides of a tiny two-round COIN run (no cache) on a synthetic dataset made under `root`."""
-    data = make_dataset(root / "data", n_train=n_train)
+    data = make_dataset(root / "data", n_train=n_train, n_test=n_test)
     return ["method=coin", "data=sample", f"data.root={data}", "data.dataset=Synth", "data.num_workers=0", *TINY,
             "method.rounds=2", f"method.train.max_steps={max_steps}", "method.cache=false"]
 

@@ -307,7 +307,7 @@ def test_intensity_stretch_reaches_the_stages_and_keys_their_hashes_only_when_se
     assert "stretch_percentiles" not in plain.data_identity()  # unchanged hashes for existing caches
     assert stretched.data_identity()["stretch_percentiles"] == [5.0, 95.0]
     image_id = plain.ids[0]
-    np.testing.assert_array_equal(stretched.image(image_id), stretch_intensity(plain.image(image_id), (5.0, 95.0)))
+    np.testing.assert_array_equal(stretched.read_image(image_id), stretch_intensity(plain.read_image(image_id), (5.0, 95.0)))
 
 
 def test_12bit_images_reach_the_classical_stages_as_floats_and_give_the_8bit_pseudo_labels(tmp_path, data_root):
@@ -326,7 +326,7 @@ def test_12bit_images_reach_the_classical_stages_as_floats_and_give_the_8bit_pse
     plain = CoinPipeline(compose_coin(tmp_path, data_root=data_root))
     twelve = CoinPipeline(compose_coin(tmp_path, data_root=deep, run="deep"))
     image_id = plain.ids[0]
-    eight_bit, deep_image = plain.image(image_id), twelve.image(image_id)
+    eight_bit, deep_image = plain.read_image(image_id), twelve.read_image(image_id)
     assert eight_bit.dtype == np.uint8 and deep_image.dtype == np.float32 and deep_image.max() <= 1.0
     assert len(np.unique(deep_image)) == len(np.unique(eight_bit))
     first, second = plain.pseudo_labels(0), twelve.pseudo_labels(0)
