@@ -29,9 +29,9 @@ from _run import DEFAULT_DATA_ROOT, REPO_ROOT, find_run_dir, run_train
 from omegaconf import OmegaConf
 
 from cellseg.evaluation import evaluate_arrays
-from cellseg.methods.coin.module import binary_to_instances
-from cellseg.methods.coin.oracle import pseudo_label_quality, summarise_quality
+from cellseg.metrics.pseudo_labels import pseudo_label_quality, summarise_quality
 from cellseg.pipeline.coin import build_coin_part, propagate_image, propagation_model
+from cellseg.postproc.instances import binary_to_instances
 from cellseg.utils.io import read_image, read_label, write_image, write_json, write_label
 
 EXPERIMENT = "coin_cpu_monuseg"

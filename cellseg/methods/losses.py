@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cellseg.utils.ignore import IGNORE_CLASS
+
 
 def cross_entropy_or_zero(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Mean cross-entropy over non-ignored pixels; 0 (not NaN) when no pixel is valid."""
@@ -35,3 +37,14 @@ class CEDiceLoss(torch.nn.Module):
         ce = cross_entropy_or_zero(logits, target, self.ignore_index)
         dice = soft_dice_loss(logits, target, self.ignore_index)
         return {"loss": self.ce_weight * ce + self.dice_weight * dice, "ce": ce, "dice": dice}
+
+
+def foreground_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_CLASS) -> torch.Tensor:
+    """Per sample 1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1) on softmax channel 1 over valid pixels; batch mean."""
+    prob = logits.softmax(dim=1)[:, 1]
+    valid = (target != ignore_index).to(prob.dtype)
+    truth = (target == 1).to(prob.dtype) * valid
+    prob = prob * valid
+    dims = tuple(range(1, prob.ndim))
+    dice = (2 * (prob * truth).sum(dims) + 1) / (prob.sum(dims) + truth.sum(dims) + 1)
+    return (1 - dice).mean()

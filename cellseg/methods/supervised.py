@@ -9,8 +9,7 @@ from cellseg.methods.dense import DenseSegmentationModule
 from cellseg.methods.losses import CEDiceLoss
 from cellseg.postproc.instances import semantic_to_instance
 from cellseg.postproc.three_class import decode_three_class, three_class_targets
-
-IGNORE_INDEX = 255
+from cellseg.utils.ignore import IGNORE_CLASS
 
 
 class SupervisedSegmentation(DenseSegmentationModule):
@@ -36,8 +35,8 @@ class SupervisedSegmentation(DenseSegmentationModule):
         if num_classes not in (2, 3):
             raise ValueError(f"method.module.num_classes={num_classes}; expected 2 (bg/nucleus) or 3 (bg/inside/boundary)")
         self.boundary_class = num_classes == 3
-        self.ignore_index = IGNORE_INDEX
-        self.loss = CEDiceLoss(IGNORE_INDEX, ce_weight, dice_weight)
+        self.ignore_index = IGNORE_CLASS
+        self.loss = CEDiceLoss(IGNORE_CLASS, ce_weight, dice_weight)
         self.postproc = dict(postproc or {})
 
     def train_target(self, raw: np.ndarray | None, kind: str, shape: tuple[int, int]) -> np.ndarray:

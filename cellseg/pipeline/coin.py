@@ -38,16 +38,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cellseg.callbacks.ema_weights import EmaWeights
 from cellseg.callbacks.last_checkpoint import LAST_NAME
 from cellseg.data.intensity import load_image
-from cellseg.methods.coin.module import binary_to_instances
+from cellseg.data.weak.pseudo_instances import merge_instance_sets
 from cellseg.methods.coin.prompter import load_prompts, save_prompts
 from cellseg.methods.coin.prototypes import PrototypeAccumulator, add_foreground, image_heatmaps
 from cellseg.methods.coin.refine import CRF_MISSING, propagate_mask
-from cellseg.methods.coin.scoring import (
-    accumulate_confident,
-    instance_scores,
-    paint_pseudo_label,
-    thresholds_for,
-)
+from cellseg.methods.coin.scoring import instance_scores, paint_pseudo_label, thresholds_for
 from cellseg.methods.coin.ucis import check_stain
 from cellseg.methods.coin.vit_features import WindowTokens
 from cellseg.pipeline.checks import check_supervision
@@ -57,6 +52,7 @@ from cellseg.pipeline.executors import LocalExecutor, progress
 from cellseg.pipeline.profiling import profiled
 from cellseg.pipeline.stage import Stage, read_json
 from cellseg.pipeline.trainer import build_callbacks, build_loggers, build_trainer
+from cellseg.postproc.instances import binary_to_instances
 from cellseg.utils.hashing import stable_seed
 from cellseg.utils.io import atomic_path, read_label, write_json, write_label, write_mask_uint8
 
@@ -509,7 +505,7 @@ def score_task(read_image: TrainingImages, prompter, decode: dict | None, upstre
 
 def merge_round_labels(previous: np.ndarray, new: np.ndarray, accumulate: bool) -> np.ndarray:
     """P_t: this round's labels alone (the scripts' replacement) or accumulated with P_{t-1}."""
-    return accumulate_confident(previous, new) if accumulate else new
+    return merge_instance_sets(previous, new) if accumulate else new
 
 
 def load_prototype(stage_dir: Path) -> np.ndarray:

@@ -185,3 +185,22 @@ def semantic_to_instance(
     if unknown:
         raise ValueError(f"instances method {method!r} does not take {unknown}; it takes {sorted(allowed)}")
     return clean_instances(decode(mask, **method_kwargs), min_area=min_area, fill_holes=fill_holes)
+
+
+def binary_to_instances(
+    mask: np.ndarray,
+    denoise: bool = False,
+    dist_sigma: float = 1.0,
+    footprint_radius: int = 12,
+    connectivity: int = 4,
+) -> np.ndarray:
+    """A4 (shared `watershed_instances`, keywords of `method.module.instances`): int32 instances 1..N; blobs
+    without a distance peak are dropped."""
+    instances = watershed_instances(
+        mask,
+        dist_sigma=float(dist_sigma),
+        footprint_radius=int(footprint_radius),
+        connectivity=int(connectivity),
+        denoise=bool(denoise),
+    )
+    return relabel_sequential(instances)[0].astype(np.int32)

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from cellseg.data.layout import SplitLayout
+from cellseg.utils.ignore import IGNORE_CLASS
 from cellseg.utils.io import read_label
 
 TARGET_FORMATS = ("instance", "scribble", "none")
@@ -22,7 +23,7 @@ class WeakLabels(abc.ABC):
     kind: ClassVar[str]  # "full" | "annotation_free" | "scribble" | "image_level"
     target_format: ClassVar[str]  # "instance" (int label map, 0 bg) | "scribble" (uint8) | "none"
     reads_ground_truth: ClassVar[bool]  # whether prepare() opens the training GT label files
-    ignore_index: int = 250
+    ignore_index: int = IGNORE_CLASS
 
     @abc.abstractmethod
     def prepare(self, layout: SplitLayout, ids: Sequence[str]) -> dict[str, Path]:

@@ -17,11 +17,11 @@ from skimage.measure import label as connected_components
 from skimage.morphology import skeletonize
 
 from cellseg.data.weak.cache import CachedWeakLabels
+from cellseg.utils.ignore import IGNORE_CLASS
 from cellseg.utils.io import write_mask_uint8
 
 SCRIBBLE_BG = 0
 SCRIBBLE_FG = 1
-DEFAULT_IGNORE_INDEX = 250
 # Passed explicitly to skimage: its defaults changed since the reference was written (2020).
 DEFAULT_CORNER_PARAMS = {
     "harris_k": 0.05,
@@ -101,7 +101,7 @@ def synthesize_scribble(
     ratio: float,
     rng: np.random.Generator,
     *,
-    ignore_index: int = DEFAULT_IGNORE_INDEX,
+    ignore_index: int = IGNORE_CLASS,
     **corner_params,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Scribble map of one instance map (docs/data.md#scribbles) and the counts n_fg, n_bg, k_fg, k_bg.
@@ -150,7 +150,7 @@ class ScribbleLabels(CachedWeakLabels):
         cache_dir: str | Path,
         ratio: float = 0.3,
         seed: int = 0,
-        ignore_index: int = DEFAULT_IGNORE_INDEX,
+        ignore_index: int = IGNORE_CLASS,
         harris_k: float = DEFAULT_CORNER_PARAMS["harris_k"],
         harris_sigma: float = DEFAULT_CORNER_PARAMS["harris_sigma"],
         min_distance: int = DEFAULT_CORNER_PARAMS["min_distance"],

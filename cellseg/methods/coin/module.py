@@ -14,18 +14,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
-from skimage.segmentation import relabel_sequential
 
 from cellseg.data.transforms import denormalise
 from cellseg.methods.coin.prototypes import minmax_per_channel
 from cellseg.methods.coin.refine import crf_refine
-from cellseg.methods.coin.scoring import IGNORE as PSEUDO_IGNORE
 from cellseg.methods.dense import DenseSegmentationModule
-from cellseg.methods.losses import cross_entropy_or_zero
+from cellseg.methods.losses import cross_entropy_or_zero, foreground_dice_loss
 from cellseg.models.deeplab_coin import param_groups
-from cellseg.postproc.instances import watershed_instances
+from cellseg.postproc.instances import binary_to_instances
+from cellseg.utils.ignore import IGNORE_CLASS as SEG_IGNORE
+from cellseg.utils.ignore import IGNORE_INSTANCE as PSEUDO_IGNORE
 
-SEG_IGNORE = 255
 SIZE_MULTIPLE = 32  # rescaled training crops stay valid encoder inputs
 INSTANCE_KEYS = ("denoise", "dist_sigma", "footprint_radius", "connectivity")  # of binary_to_instances
 
@@ -58,17 +57,6 @@ def edge_targets(labels: torch.Tensor) -> torch.Tensor:
 def downsample_nearest(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour resize of an integer (B, H, W) map (exact for ids up to 2^24)."""
     return F.interpolate(target[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
-
-
-def foreground_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = SEG_IGNORE) -> torch.Tensor:
-    """Per sample 1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1) on softmax channel 1 over valid pixels; batch mean."""
-    prob = logits.softmax(dim=1)[:, 1]
-    valid = (target != ignore_index).to(prob.dtype)
-    truth = (target == 1).to(prob.dtype) * valid
-    prob = prob * valid
-    dims = tuple(range(1, prob.ndim))
-    dice = (2 * (prob * truth).sum(dims) + 1) / (prob.sum(dims) + truth.sum(dims) + 1)
-    return (1 - dice).mean()
 
 
 class CoinSelfDistillation(DenseSegmentationModule):
@@ -183,22 +171,3 @@ class CoinSelfDistillation(DenseSegmentationModule):
         if self.inference["fill_holes"]:
             mask = ndi.binary_fill_holes(mask)
         return binary_to_instances(mask, **self.instance_options)
-
-
-def binary_to_instances(
-    mask: np.ndarray,
-    denoise: bool = False,
-    dist_sigma: float = 1.0,
-    footprint_radius: int = 12,
-    connectivity: int = 4,
-) -> np.ndarray:
-    """A4 (shared `watershed_instances`, keywords of `method.module.instances`): int32 instances 1..N; blobs
-    without a distance peak are dropped."""
-    instances = watershed_instances(
-        mask,
-        dist_sigma=float(dist_sigma),
-        footprint_radius=int(footprint_radius),
-        connectivity=int(connectivity),
-        denoise=bool(denoise),
-    )
-    return relabel_sequential(instances)[0].astype(np.int32)

@@ -2,7 +2,7 @@
 
 P is uint16: 0 = background, 1..K = accepted instances, 65535 = ignore (watershed foreground not accepted).
 `thresholds_for` applies `method.scoring.threshold_scope` (theta per image or one for the dataset);
-`accumulate_confident` merges the pseudo labels of two rounds (`method.accumulate_confident`).
+Merging two rounds' pseudo labels (`method.accumulate_confident`) is `cellseg.data.weak.pseudo_instances`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cellseg.methods.coin.prompter import PromptedMask
+from cellseg.utils.ignore import IGNORE_INSTANCE as IGNORE
 
-IGNORE = 65535
 IOU_EPS = 1e-5
 STRATEGIES = ("mean+std", "mean", "fixed")
 PAINT_MODES = ("prompted", "instance")
 SCOPES = ("image", "dataset")
-ACCUMULATE_IOU = 0.5
 
 PromptedMasks = Mapping[int, PromptedMask | np.ndarray] | Iterable[PromptedMask]
 
@@ -163,57 +162,3 @@ def _compact_ids(label: np.ndarray) -> np.ndarray:
     lut[ids] = np.arange(1, ids.size + 1, dtype=np.uint16)
     lut[IGNORE] = IGNORE
     return lut[label]
-
-
-def accumulate_confident(previous: np.ndarray, new: np.ndarray, iou: float = ACCUMULATE_IOU) -> np.ndarray:
-    """P_t from P_{t-1} and this round's P (`accumulate_confident: true`).
-
-    Earlier accepted instances are all kept (painted last, so they win overlaps; ids 1..K_old); a new accepted
-    instance is added only if its IoU with every earlier one is < `iou`; the pixels of a dropped duplicate not
-    covered by its earlier instance become ignore. Background and ignore elsewhere follow this round's P.
-    """
-    if previous.shape != new.shape:
-        raise ValueError(f"pseudo labels differ in shape: {previous.shape} vs {new.shape}")
-    previous, new = previous.astype(np.int64), new.astype(np.int64)
-    best = best_overlap_iou(new, previous)
-    new_ids = [int(i) for i in np.unique(new) if 0 < i < IGNORE]
-    old_ids = [int(i) for i in np.unique(previous) if 0 < i < IGNORE]
-    new_lut = np.zeros(IGNORE + 1, dtype=np.int64)
-    new_lut[IGNORE] = IGNORE
-    for rank, instance_id in enumerate(new_ids, start=1):
-        new_lut[instance_id] = len(old_ids) + rank if best.get(instance_id, 0.0) < iou else IGNORE
-    out = new_lut[new]
-    old = (previous > 0) & (previous != IGNORE)
-    old_lut = np.zeros(IGNORE + 1, dtype=np.int64)
-    old_lut[old_ids] = np.arange(1, len(old_ids) + 1)
-    out[old] = old_lut[previous[old]]
-    return compact_pseudo_ids(out)
-
-
-def best_overlap_iou(a: np.ndarray, b: np.ndarray) -> dict[int, float]:
-    """For each instance id of `a` (ignore excluded), its highest IoU with an instance of `b`."""
-    valid_a, valid_b = (a > 0) & (a != IGNORE), (b > 0) & (b != IGNORE)
-    area_a = np.bincount(np.where(valid_a, a, 0).ravel())
-    area_b = np.bincount(np.where(valid_b, b, 0).ravel())
-    both = valid_a & valid_b
-    if not both.any():
-        return {}
-    pairs, inter = np.unique(np.stack([a[both], b[both]]), axis=1, return_counts=True)
-    best: dict[int, float] = {}
-    for (ia, ib), count in zip(pairs.T, inter, strict=True):
-        value = count / (area_a[ia] + area_b[ib] - count)
-        best[int(ia)] = max(best.get(int(ia), 0.0), float(value))
-    return best
-
-
-def compact_pseudo_ids(label: np.ndarray) -> np.ndarray:
-    """uint16 map with instance ids renumbered 1..K in their order, background 0 and ignore kept."""
-    ids = np.unique(label)
-    ids = ids[(ids > 0) & (ids != IGNORE)]
-    if len(ids) >= IGNORE:
-        raise ValueError(f"{len(ids)} instances do not fit a uint16 pseudo label (max {IGNORE - 1})")
-    out = np.zeros(label.shape, dtype=np.uint16)
-    out[label == IGNORE] = IGNORE
-    valid = (label > 0) & (label != IGNORE)
-    out[valid] = np.searchsorted(ids, label[valid]) + 1
-    return out

@@ -35,6 +35,7 @@ from cellseg.methods.s2l.ema_maps import (
     update_ema_maps,
 )
 from cellseg.postproc.instances import INSTANCE_METHODS, semantic_to_instance
+from cellseg.utils.ignore import IGNORE_CLASS
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Scribble2Label(DenseSegmentationModule):
         net: torch.nn.Module,
         optimizer,
         scheduler=None,
-        ignore_index: int = 250,
+        ignore_index: int = IGNORE_CLASS,
         warmup_epochs: int = 100,
         ema_period: int = 5,
         tau: float = 0.8,

@@ -31,7 +31,7 @@ def test_class_attributes():
     assert (ScribbleLabels.kind, ScribbleLabels.target_format) == ("scribble", "scribble")
     assert ScribbleLabels.reads_ground_truth is True
     for cls in (FullLabels, NoLabels, ScribbleLabels):
-        assert issubclass(cls, WeakLabels) and cls.ignore_index == 250
+        assert issubclass(cls, WeakLabels) and cls.ignore_index == 255
 
 
 def test_full_labels_are_the_ground_truth(make_layout, synthetic_labels):

@@ -32,7 +32,7 @@ def test_config_builds_its_generator(name, cls, tmp_path):
 
 def test_scribble_config_values_and_override(tmp_path):
     _, generator = build("scribble", tmp_path)
-    assert (generator.ratio, generator.seed, generator.ignore_index) == (0.3, 0, 250)
+    assert (generator.ratio, generator.seed, generator.ignore_index) == (0.3, 0, 255)
     assert generator.cache_dir == tmp_path / "weak_labels"
     assert generator.corner_params == {
         "harris_k": 0.05,

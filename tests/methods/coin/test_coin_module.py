@@ -14,17 +14,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cellseg.callbacks.ema_weights import RAW_STATE_KEY, EmaWeights
-from cellseg.methods.coin.module import (
-    SEG_IGNORE,
-    CoinSelfDistillation,
-    downsample_nearest,
-    edge_targets,
-    foreground_dice_loss,
-    seg_targets,
-)
-from cellseg.methods.coin.scoring import IGNORE
+from cellseg.methods.coin.module import CoinSelfDistillation, downsample_nearest, edge_targets, seg_targets
+from cellseg.methods.losses import foreground_dice_loss
 from cellseg.methods.schedules import poly
 from cellseg.models.deeplab_coin import CoinDeepLab
+from cellseg.utils.ignore import IGNORE_CLASS as SEG_IGNORE
+from cellseg.utils.ignore import IGNORE_INSTANCE as IGNORE
 
 torch.set_num_threads(1)
 

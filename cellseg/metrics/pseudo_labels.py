@@ -1,7 +1,7 @@
-"""ORACLE diagnostics of COIN pseudo labels against the training ground truth: for reporting only.
+"""ORACLE diagnostics of a weak method's pseudo-instances against the training ground truth: for reporting only.
 
-Nothing in the pipeline imports this module (a test checks it); the benchmark calls it after the run to say how
-clean the confident set is. Precision = fraction of accepted instances matching a GT nucleus at IoU > 0.5;
+No method, pipeline or weak-label module imports this (a test checks it): benchmarks call it after a run to say
+how clean the confident set is. Precision = fraction of accepted instances matching a GT nucleus at IoU > 0.5;
 coverage = fraction of GT nuclei matched by an accepted instance (IoU > 0.5 matches are one-to-one).
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from cellseg.methods.coin.scoring import IGNORE
+from cellseg.utils.ignore import IGNORE_INSTANCE as IGNORE
 
 MATCH_IOU = 0.5
 
