@@ -46,7 +46,8 @@ from cellseg.methods.coin.scoring import instance_scores, paint_pseudo_label, th
 from cellseg.methods.coin.ucis import check_stain
 from cellseg.methods.coin.vit_features import WindowTokens
 from cellseg.pipeline.checks import check_supervision
-from cellseg.pipeline.distributed import rank, run_stage
+from cellseg.pipeline.distributed import rank
+from cellseg.pipeline.engine import StageGraph, StageSpec
 from cellseg.pipeline.evaluate import predict_and_evaluate
 from cellseg.pipeline.executors import LocalExecutor, progress
 from cellseg.pipeline.profiling import profiled
@@ -144,7 +145,9 @@ def as_container(node) -> dict | list | None:
 
 
 class CoinPipeline:
-    """The stage methods ensure their inputs first, so `pseudo_labels(0)` alone runs stages 0-2."""
+    """COIN's driver: the state its stages share (config, parts, data, executor) and their configs and bodies;
+    `COIN_STAGES` declares the stages, `coin_plan` their order, `StageGraph` runs them. Asking for one stage
+    builds its inputs first, so `pseudo_labels(0)` alone runs stages 0-2."""
 
     def __init__(self, cfg: DictConfig) -> None:
         self.parts = check_coin_config(cfg)
@@ -158,7 +161,7 @@ class CoinPipeline:
         self.profile_memory = bool(self.method.profile_memory)
         self.executor = hydra.utils.instantiate(cfg.executor) if cfg.get("executor") else LocalExecutor()
         self.read_image = TrainingImages(self.layout, self.datamodule.bit_depth, self.datamodule.stretch)
-        self._stages: dict[str, Stage] = {}
+        self.graph = StageGraph(COIN_STAGES, self, self.output_dir, self.cache_root)
 
     # ----- plumbing --------------------------------------------------------------------------------------------
     def build_datamodule(self, seed: int | None = None):
@@ -178,12 +181,6 @@ class CoinPipeline:
             identity["bit_depth"] = self.datamodule.bit_depth
         return identity
 
-    def stage(self, name: str, round_: int, config: dict, inputs: list[Stage], cacheable: bool = False) -> Stage:
-        stage = Stage(name, round_, self.output_dir / f"{name}_{round_}", config, [s.hash for s in inputs],
-                      self.cache_root if cacheable else None)
-        self._stages[stage.key] = stage
-        return stage
-
     def progress(self, desc: str):
         return progress(self.ids, desc)
 
@@ -194,16 +191,9 @@ class CoinPipeline:
     # ----- the whole run ---------------------------------------------------------------------------------------
     def run(self) -> dict:
         rounds = int(self.method.rounds)
-        self.pseudo_labels(0)
-        metrics: dict = {}
-        for round_ in range(1, rounds + 1):
-            self.train_round(round_)
-            if round_ < rounds:
-                self.pseudo_labels(round_)
-            last = round_ == rounds
-            if self.cfg.get("test", True) and self.datamodule.splits.get("test") and (
-                    last or self.method.evaluate_every_round):
-                metrics = self.evaluate(round_)
+        test = bool(self.cfg.get("test", True) and self.datamodule.splits.get("test"))
+        stages = self.graph.run(coin_plan(rounds, test, bool(self.method.evaluate_every_round)))
+        metrics = stages[-1].summary["metrics"] if stages[-1].name == "evaluate" else {}
         if metrics and rank() == 0:
             for name in METRIC_FILES:
                 source = self.output_dir / f"evaluate_{rounds}" / name
@@ -213,25 +203,42 @@ class CoinPipeline:
         return metrics
 
     # ----- stage 0 ---------------------------------------------------------------------------------------------
+    # ----- the stages, by name (each builds its inputs first) ----------------------------------------------------
     def ucis(self) -> Stage:
-        config = {"ucis": as_container(self.method.ucis), "stain": self.method.stain, "data": self.data_identity()}
-        return run_stage(self.stage("ucis", 0, config, [], cacheable=True), self._ucis)
+        return self.graph.get("ucis", 0)
 
-    def _ucis(self, stage: Stage) -> dict:
+    def propagate(self) -> Stage:
+        return self.graph.get("propagate", 0)
+
+    def pseudo_labels(self, round_: int) -> Stage:
+        return self.graph.get("pseudo", round_)
+
+    def train_round(self, round_: int) -> Stage:
+        return self.graph.get("train", round_)
+
+    def predict_train(self, round_: int) -> Stage:
+        return self.graph.get("predict", round_)
+
+    def evaluate(self, round_: int) -> dict:
+        return self.graph.get("evaluate", round_).summary["metrics"]
+
+    # ----- stage 0: UCIS ---------------------------------------------------------------------------------------
+    def ucis_config(self, t: int) -> dict:
+        return {"ucis": as_container(self.method.ucis), "stain": self.method.stain, "data": self.data_identity()}
+
+    def _ucis(self, stage: Stage, inputs: dict) -> dict:
         record = {}
         with profiled(record, self.profile_memory):
             counts = self.per_image(functools.partial(ucis_task, self.read_image, self.parts.ucis, stage.dir), "UCIS")
         return {"instances": counts, "profile": per_image(record, len(self.ids))}
 
-    # ----- stage 1 ---------------------------------------------------------------------------------------------
-    def propagate(self) -> Stage:
-        upstream = self.ucis()
-        config = {"features": as_container(self.method.features), "refine": as_container(self.method.refine),
-                  "stain": self.method.stain}
-        stage = self.stage("propagate", 0, config, [upstream], cacheable=True)
-        return run_stage(stage, functools.partial(self._propagate, upstream=upstream))
+    # ----- stage 1: propagation --------------------------------------------------------------------------------
+    def propagate_config(self, t: int) -> dict:
+        return {"features": as_container(self.method.features), "refine": as_container(self.method.refine),
+                "stain": self.method.stain}
 
-    def _propagate(self, stage: Stage, upstream: Stage) -> dict:
+    def _propagate(self, stage: Stage, inputs: dict) -> dict:
+        upstream = inputs["ucis"]
         record = {}
         with profiled(record, self.profile_memory):
             if not self.method.refine.enabled:  # S = U > 0 (no features, no transport), for sources that hurt
@@ -267,23 +274,24 @@ class CoinPipeline:
             write_json(stage.dir / "prototype.json", accumulator.state_dict())
         return source
 
-    # ----- stage 2 ---------------------------------------------------------------------------------------------
-    def pseudo_labels(self, round_: int) -> Stage:
-        """P_round: instances (S -> A4 at round 0, network predictions later), prompts, scores, threshold."""
-        accumulate = round_ > 0 and bool(self.method.accumulate_confident)
-        if round_ == 0:
-            upstream = self.propagate()
-            inputs = [upstream]
-        else:
-            upstream = self.predict_train(round_)
-            inputs = [upstream] + ([self.pseudo_labels(round_ - 1)] if accumulate else [])
-        config = {"instances": as_container(self.method.module.instances),
-                  "prompter": as_container(self.method.prompter), "scoring": as_container(self.method.scoring),
-                  "accumulate": accumulate, "stain": self.method.stain}
-        stage = self.stage("pseudo", round_, config, inputs, cacheable=round_ == 0)
-        return run_stage(stage, functools.partial(self._pseudo_labels, upstream=upstream, accumulate=accumulate))
+    # ----- stage 2: pseudo-labels P_t: instances (S -> A4 at t = 0, network predictions later), prompts, scores,
+    # threshold, optionally merged with P_{t-1} ------------------------------------------------------------------
+    def accumulates(self, t: int) -> bool:
+        return t > 0 and bool(self.method.accumulate_confident)
 
-    def _pseudo_labels(self, stage: Stage, upstream: Stage, accumulate: bool) -> dict:
+    def pseudo_inputs(self, t: int) -> list[tuple[str, int]]:
+        if t == 0:
+            return [("propagate", 0)]
+        return [("predict", t)] + ([("pseudo", t - 1)] if self.accumulates(t) else [])
+
+    def pseudo_config(self, t: int) -> dict:
+        return {"instances": as_container(self.method.module.instances),
+                "prompter": as_container(self.method.prompter), "scoring": as_container(self.method.scoring),
+                "accumulate": self.accumulates(t), "stain": self.method.stain}
+
+    def _pseudo_labels(self, stage: Stage, inputs: dict) -> dict:
+        upstream = inputs["propagate"] if stage.round == 0 else inputs["predict"]
+        previous = inputs.get("pseudo")  # P_{t-1}, with accumulation only
         record = {}
         with profiled(record, self.profile_memory):
             # pass (a): per image, instance map, prompted masks and scores (files reused when already written)
@@ -294,20 +302,19 @@ class CoinPipeline:
             scoring = self.method.scoring
             thetas = thresholds_for(scores, strategy=scoring.strategy, cap=scoring.cap, value=scoring.threshold,
                                     threshold_scope=scoring.threshold_scope)
-            summary = self.paint_labels(stage, scores, thetas, accumulate)
+            summary = self.paint_labels(stage, scores, thetas, previous)
         return {**summary, "profile": per_image(record, len(self.ids))}
 
-    def paint_labels(self, stage: Stage, scores: dict, thetas: dict, accumulate: bool) -> dict:
-        """Pass (b): P per image from the threshold of its scope; with accumulation, merged with P_{t-1}."""
-        previous = self._stages.get(f"pseudo_{stage.round - 1}")
+    def paint_labels(self, stage: Stage, scores: dict, thetas: dict, previous: Stage | None) -> dict:
+        """Pass (b): P per image from the threshold of its scope; merged with P_{t-1} when `previous` is given."""
         per_image_summary = {}
         for image_id in self.progress(f"pseudo labels (round {stage.round})"):
             instances = read_label(stage.dir / "instances" / f"{image_id}.png")
             prompts = load_prompts(stage.dir / "prompts" / f"{image_id}.npz")
             label = paint_pseudo_label(instances.shape, instances, prompts, scores[image_id], thetas[image_id],
                                        paint=self.method.scoring.paint)
-            if accumulate:
-                label = merge_round_labels(read_label(previous.dir / "labels" / f"{image_id}.png"), label, True)
+            if previous is not None:
+                label = merge_instance_sets(read_label(previous.dir / "labels" / f"{image_id}.png"), label)
             write_label(stage.dir / "labels" / f"{image_id}.png", label)
             accepted = int(sum(s > thetas[image_id] for s in scores[image_id].values()))
             per_image_summary[image_id] = {"instances": len(scores[image_id]), "accepted": accepted,
@@ -317,20 +324,20 @@ class CoinPipeline:
         return {"images": per_image_summary, "instances": total, "accepted": accepted,
                 "accepted_fraction": accepted / total if total else 0.0}
 
-    # ----- stage 3 ---------------------------------------------------------------------------------------------
-    def train_round(self, round_: int) -> Stage:
-        """A fresh network (or the previous round's EMA weights with warm_start) trained on P_{round-1}."""
-        targets = self.pseudo_labels(round_ - 1)
-        warm = bool(self.method.warm_start) and round_ > 1
-        inputs = [targets] + ([self.train_round(round_ - 1)] if warm else [])
-        config = {"model": as_container(self.cfg.model), "train": as_container(self.method.train),
-                  "module": as_container(self.method.module), "precision": str(self.cfg.trainer.precision),
-                  "warm_start": warm}
-        stage = self.stage("train", round_, config, inputs)
-        return run_stage(stage, functools.partial(self._train, targets=targets, warm=warm), collective=True)
+    # ----- stage 3: round t trains a fresh network (or round t-1's EMA weights, warm_start) on P_{t-1} ------------
+    def warm_starts(self, t: int) -> bool:
+        return bool(self.method.warm_start) and t > 1
 
-    def _train(self, stage: Stage, targets: Stage, warm: bool) -> dict:
-        round_ = stage.round
+    def train_inputs(self, t: int) -> list[tuple[str, int]]:
+        return [("pseudo", t - 1)] + ([("train", t - 1)] if self.warm_starts(t) else [])
+
+    def train_config(self, t: int) -> dict:
+        return {"model": as_container(self.cfg.model), "train": as_container(self.method.train),
+                "module": as_container(self.method.module), "precision": str(self.cfg.trainer.precision),
+                "warm_start": self.warm_starts(t)}
+
+    def _train(self, stage: Stage, inputs: dict) -> dict:
+        targets, previous = inputs["pseudo"], inputs.get("train")
         last = stage.dir / "checkpoints" / LAST_NAME
         resume = str(last) if last.is_file() else None
         seed = stage_seed(int(self.method.train.seed), stage.key)
@@ -338,8 +345,8 @@ class CoinPipeline:
         datamodule = self.build_datamodule(seed)
         datamodule.use_target_files({i: targets.dir / "labels" / f"{i}.png" for i in self.ids})
         module = self.build_module()
-        if warm and resume is None:
-            module.load_state_dict(load_checkpoint_state(self._stages[f"train_{round_ - 1}"]))
+        if previous is not None and resume is None:
+            module.load_state_dict(load_checkpoint_state(previous))
         datamodule.configure_targets(module.train_target, module.ignore_index)
         steps = max_steps_for(self.method.train, len(self.ids))
         trainer = self.build_trainer(stage.dir, steps)
@@ -372,18 +379,15 @@ class CoinPipeline:
                              default_root_dir=str(root), limit_val_batches=0, num_sanity_val_steps=0,
                              enable_checkpointing=False)
 
-    # ----- predictions of the round's network ------------------------------------------------------------------
-    def predict_train(self, round_: int) -> Stage:
-        trained = self.train_round(round_)
-        config = {"inference": as_container(self.method.module.inference),
-                  "instances": as_container(self.method.module.instances)}
-        return run_stage(self.stage("predict", round_, config, [trained]),
-                         functools.partial(self._predict_train, trained=trained), collective=True)
+    # ----- predictions of round t's network: the training images (-> P_t) and the test split ------------------
+    def predict_config(self, t: int) -> dict:
+        return {"inference": as_container(self.method.module.inference),
+                "instances": as_container(self.method.module.instances)}
 
-    def _predict_train(self, stage: Stage, trained: Stage) -> dict:
+    def _predict_train(self, stage: Stage, inputs: dict) -> dict:
         record = {}
         with profiled(record):
-            self.predict_split(trained, "train", stage.dir)
+            self.predict_split(inputs["train"], "train", stage.dir)
         return {"profile": per_image(record, len(self.ids))}
 
     def predict_split(self, trained: Stage, role: str, folder: Path) -> None:
@@ -398,17 +402,13 @@ class CoinPipeline:
     def inference_trainer(self, root: Path) -> pl.Trainer:
         return build_trainer(self.cfg, [], [], enable_checkpointing=False, default_root_dir=str(root), max_steps=-1)
 
-    def evaluate(self, round_: int) -> dict:
-        """Test-split predictions and metrics of round `round_` (predict_and_evaluate, as the other methods)."""
-        trained = self.train_round(round_)
-        test_ids = self.datamodule.ids("test")
-        config = {"inference": as_container(self.method.module.inference),
-                  "instances": as_container(self.method.module.instances),
-                  "test": {"root": str(self.datamodule.layout("test").dir), "ids": test_ids}}
-        stage = self.stage("evaluate", round_, config, [trained])
-        return run_stage(stage, functools.partial(self._evaluate, trained=trained), collective=True).summary["metrics"]
+    def evaluate_config(self, t: int) -> dict:
+        return {**self.predict_config(t),
+                "test": {"root": str(self.datamodule.layout("test").dir), "ids": self.datamodule.ids("test")}}
 
-    def _evaluate(self, stage: Stage, trained: Stage) -> dict:
+    def _evaluate(self, stage: Stage, inputs: dict) -> dict:
+        """Test-split predictions and metrics (predict_and_evaluate, as the other methods)."""
+        trained = inputs["train"]
         test_ids = self.datamodule.ids("test")
         eval_cfg = copy.deepcopy(self.cfg)
         with open_dict(eval_cfg):
@@ -418,6 +418,43 @@ class CoinPipeline:
             metrics = predict_and_evaluate(eval_cfg, self.inference_trainer(stage.dir), self.trained_module(trained),
                                            self.datamodule, ckpt_path=None)
         return {"metrics": metrics, "profile": per_image(record, len(test_ids))}
+
+
+def trained_round(driver: CoinPipeline, t: int) -> list[tuple[str, int]]:
+    return [("train", t)]
+
+
+def always(t: int) -> bool:
+    return True
+
+
+# COIN's stages (docs/methods/coin.md#run-folder): per-image ones run on rank 0 under DDP, the others on every rank.
+COIN_STAGES = (
+    StageSpec("ucis", CoinPipeline.ucis_config, CoinPipeline._ucis, cacheable=always),
+    StageSpec("propagate", CoinPipeline.propagate_config, CoinPipeline._propagate,
+              inputs=lambda driver, t: [("ucis", 0)], cacheable=always),
+    StageSpec("pseudo", CoinPipeline.pseudo_config, CoinPipeline._pseudo_labels, inputs=CoinPipeline.pseudo_inputs,
+              cacheable=lambda t: t == 0),
+    StageSpec("train", CoinPipeline.train_config, CoinPipeline._train, inputs=CoinPipeline.train_inputs,
+              collective=True),
+    StageSpec("predict", CoinPipeline.predict_config, CoinPipeline._predict_train, inputs=trained_round,
+              collective=True),
+    StageSpec("evaluate", CoinPipeline.evaluate_config, CoinPipeline._evaluate, inputs=trained_round,
+              collective=True),
+)
+
+
+def coin_plan(rounds: int, test: bool, evaluate_every_round: bool) -> list[tuple[str, int]]:
+    """The order of COIN's stages: P_0, then per round t: train_t, P_t (but the last), evaluate_t (the last round,
+    or every round with `method.evaluate_every_round`, when there is a test split)."""
+    plan = [("pseudo", 0)]
+    for t in range(1, rounds + 1):
+        plan.append(("train", t))
+        if t < rounds:
+            plan.append(("pseudo", t))
+        if test and (t == rounds or evaluate_every_round):
+            plan.append(("evaluate", t))
+    return plan
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -501,11 +538,6 @@ def score_task(read_image: TrainingImages, prompter, decode: dict | None, upstre
     save_prompts(folder / "prompts" / f"{image_id}.npz", prompts)
     write_json(score_path, {"scores": {str(k): v for k, v in scores.items()}})
     return scores
-
-
-def merge_round_labels(previous: np.ndarray, new: np.ndarray, accumulate: bool) -> np.ndarray:
-    """P_t: this round's labels alone (the scripts' replacement) or accumulated with P_{t-1}."""
-    return merge_instance_sets(previous, new) if accumulate else new
 
 
 def load_prototype(stage_dir: Path) -> np.ndarray:

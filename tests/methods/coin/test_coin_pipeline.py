@@ -24,7 +24,7 @@ from cellseg.methods.coin.prototypes import cosine_heatmaps, image_heatmaps
 from cellseg.methods.coin.scoring import IGNORE, thresholds_for
 from cellseg.metrics.pseudo_labels import pseudo_label_quality, summarise_quality
 from cellseg.pipeline import coin as coin_pipeline
-from cellseg.pipeline.coin import CoinPipeline, max_steps_for, merge_round_labels
+from cellseg.pipeline.coin import CoinPipeline, coin_plan, max_steps_for
 from cellseg.pipeline.stage import Stage
 from cellseg.utils.io import read_label
 
@@ -190,7 +190,14 @@ def test_accumulate_confident_keeps_earlier_instances_and_adds_new_distinct_ones
     assert len(np.unique(out[d_only])) == 1 and len(np.unique(out[c_only])) == 1
     assert {int(out[d_only][0]), int(out[c_only][0])} == {3, 4}
     assert (out[9, :3] == IGNORE).all() and (out[0, 11] == 0)            # ignore and background follow round t
-    assert merge_round_labels(previous, new, accumulate=False) is new    # replacement: P_t alone
+
+
+def test_coin_plan_orders_rounds_and_evaluations():
+    assert coin_plan(0, True, False) == [("pseudo", 0)]
+    assert coin_plan(2, True, False) == [("pseudo", 0), ("train", 1), ("pseudo", 1), ("train", 2), ("evaluate", 2)]
+    assert coin_plan(2, True, True) == [("pseudo", 0), ("train", 1), ("pseudo", 1), ("evaluate", 1), ("train", 2),
+                                        ("evaluate", 2)]
+    assert coin_plan(1, False, True) == [("pseudo", 0), ("train", 1)]
 
 
 def test_max_steps_auto_matches_the_reference_budget():
