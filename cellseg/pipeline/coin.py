@@ -9,6 +9,8 @@
     evaluate_r/   test-split predictions and metrics.json (the last round; every round with
                   method.evaluate_every_round); metrics.json is also copied to the run folder.
 
+The stages are data (`COIN_STAGES`, their order `coin_plan`) run by the generic `StageGraph`
+(docs/framework.md#pipeline-stages); per-image work goes through the run's executor (`executor` group).
 The stages' algorithms are the objects of `method.ucis`, `method.features` and `method.prompter`, built from their
 `_target_` (`build_coin_parts`); `method.module` is the LightningModule node, which also holds the A4 options
 (`module.instances`) and the inference options (`module.inference`) the driver's stages read.
@@ -202,7 +204,6 @@ class CoinPipeline:
                         shutil.copyfile(source, tmp)
         return metrics
 
-    # ----- stage 0 ---------------------------------------------------------------------------------------------
     # ----- the stages, by name (each builds its inputs first) ----------------------------------------------------
     def ucis(self) -> Stage:
         return self.graph.get("ucis", 0)
