@@ -10,9 +10,10 @@ from skimage.measure import label as connected_components
 from skimage.morphology import skeletonize
 
 from cellseg.data.weak import ScribbleLabels, synthesize_scribble
+from cellseg.utils.ignore import IGNORE_CLASS
 
 RATIOS = (0.1, 0.3, 0.5, 1.0)
-IGNORE = 250
+IGNORE = IGNORE_CLASS
 
 
 def n_components(mask: np.ndarray) -> int:

@@ -9,6 +9,7 @@ import pytest
 
 from cellseg.data.weak import ScribbleLabels
 from cellseg.utils.hashing import sha256_file
+from cellseg.utils.ignore import IGNORE_CLASS
 from cellseg.utils.io import read_label, write_label, write_mask_uint8
 
 
@@ -94,7 +95,7 @@ def test_second_prepare_reuses_the_cache(make_layout, synthetic_labels, tmp_path
     assert again.calls == len(ids) and paths[ids[1]].is_file()
 
 
-@pytest.mark.parametrize("change", [{"ratio": 0.5}, {"seed": 1}, {"ignore_index": 255}, {"min_distance": 3}])
+@pytest.mark.parametrize("change", [{"ratio": 0.5}, {"seed": 1}, {"ignore_index": 250}, {"min_distance": 3}])
 def test_changed_parameter_gives_a_new_folder(make_layout, synthetic_labels, tmp_path, change):
     layout = make_layout(synthetic_labels)
     ids = sorted(synthetic_labels)
@@ -146,7 +147,7 @@ def test_verify_detects_a_tampered_file(make_layout, synthetic_labels, tmp_path)
     assert generator.verify(layout, ids) == []
 
     tampered = generator.read_target(paths[ids[2]]).copy()
-    tampered[0, 0] = 1 if tampered[0, 0] != 1 else 250
+    tampered[0, 0] = 1 if tampered[0, 0] != 1 else IGNORE_CLASS
     write_mask_uint8(paths[ids[2]], tampered)
     assert generator.verify(layout, ids) == [ids[2]]
 

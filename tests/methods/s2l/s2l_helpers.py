@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from cellseg.methods.s2l.module import Scribble2Label
+from cellseg.utils.ignore import IGNORE_CLASS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-IGNORE = 250
+IGNORE = IGNORE_CLASS
 
 
 class TinyNet(nn.Module):
