@@ -82,7 +82,7 @@ def diagnostic_rows(cfg, run_dir: Path, data_root: Path) -> list[dict]:
         image, gt = read_image(path), read_label(test / "labels" / path.name)
         ucis = ucis_source(image, path.stem)
         start = time.perf_counter()
-        mask = propagate_image(cfg, source, mu_fg, image, ucis) if enabled else ucis > 0
+        mask = propagate_image(source, mu_fg, cfg.method.refine, image, ucis) if enabled else ucis > 0
         seconds.append(time.perf_counter() - start)
         ucis_pairs.append((path.stem, gt, ucis))
         propagated_pairs.append((path.stem, gt, binary_to_instances(mask, **cfg.method.module.instances)))

@@ -29,7 +29,7 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
 class CEDiceLoss(torch.nn.Module):
     """ce_weight * CE + dice_weight * soft Dice, both ignoring `ignore_index`."""
 
-    def __init__(self, ignore_index: int = 255, ce_weight: float = 1.0, dice_weight: float = 1.0) -> None:
+    def __init__(self, ignore_index: int = IGNORE_CLASS, ce_weight: float = 1.0, dice_weight: float = 1.0) -> None:
         super().__init__()
         self.ignore_index, self.ce_weight, self.dice_weight = ignore_index, ce_weight, dice_weight
 

@@ -49,7 +49,7 @@ from cellseg.methods.coin.ucis import check_stain
 from cellseg.methods.coin.vit_features import WindowTokens
 from cellseg.pipeline.checks import check_supervision
 from cellseg.pipeline.distributed import rank
-from cellseg.pipeline.engine import StageGraph, StageSpec
+from cellseg.pipeline.engine import StageGraph, StageSpec, always
 from cellseg.pipeline.evaluate import predict_and_evaluate
 from cellseg.pipeline.executors import LocalExecutor, progress
 from cellseg.pipeline.profiling import profiled
@@ -425,10 +425,6 @@ def trained_round(driver: CoinPipeline, t: int) -> list[tuple[str, int]]:
     return [("train", t)]
 
 
-def always(t: int) -> bool:
-    return True
-
-
 # COIN's stages (docs/methods/coin.md#run-folder): per-image ones run on rank 0 under DDP, the others on every rank.
 COIN_STAGES = (
     StageSpec("ucis", CoinPipeline.ucis_config, CoinPipeline._ucis, cacheable=always),
@@ -509,8 +505,7 @@ def propagate_task(read_image: TrainingImages, source, mu_fg: np.ndarray | None,
     if path.is_file():
         return
     image, ucis = read_image(image_id), read_label(ucis_dir / f"{image_id}.png")
-    features = source.image_features(image, cached_tokens(folder, image_id))
-    mask = propagate_mask(image, image_heatmaps(features, ucis, mu_fg), ucis, refine)
+    mask = propagate_image(source, mu_fg, refine, image, ucis, cached_tokens(folder, image_id))
     write_mask_uint8(path, mask.astype(np.uint8) * 255)
 
 
@@ -573,7 +568,9 @@ def propagation_model(cfg: DictConfig, propagate_dir: str | Path):
     return source, load_prototype(Path(propagate_dir))
 
 
-def propagate_image(cfg: DictConfig, source, mu_fg: np.ndarray | None, image: np.ndarray, ucis: np.ndarray) -> np.ndarray:
-    """S of one image with a trained propagation model (the per-image bg prototype comes from its own U)."""
-    features = source.image_features(image)
-    return propagate_mask(image, image_heatmaps(features, ucis, mu_fg), ucis, cfg.method.refine)
+def propagate_image(source, mu_fg: np.ndarray | None, refine: DictConfig, image: np.ndarray, ucis: np.ndarray,
+                    tokens: list[WindowTokens] | None = None) -> np.ndarray:
+    """S of one image with a trained propagation model (the per-image bg prototype comes from its own U);
+    `tokens`: the image's ViT tokens cached by pass 1, if any."""
+    features = source.image_features(image, tokens)
+    return propagate_mask(image, image_heatmaps(features, ucis, mu_fg), ucis, refine)

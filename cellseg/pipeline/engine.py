@@ -24,6 +24,10 @@ def never(t: int) -> bool:
     return False
 
 
+def always(t: int) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """A kind of stage of a method, each callable taking the method's driver first:

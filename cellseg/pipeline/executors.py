@@ -5,7 +5,7 @@ A per-image task is a picklable callable `task(image_id) -> result` (a module-le
 results in the order of the ids, so a stage gives the same files and the same summary whatever executor runs it.
 The executor is not part of a stage's hash: it changes where the work runs, not what it computes.
 
-Under DDP, per-image stages run on rank 0 only (`cellseg.pipeline.distributed.on_rank_zero`), the executor
+Under DDP, per-image stages run on rank 0 only (`cellseg.pipeline.distributed.run_stage`), the executor
 spreading them over that rank's workers.
 """
 
