@@ -92,10 +92,10 @@ def _as_label_maps(out, batch: torch.Tensor) -> list[np.ndarray]:
 
 
 def _owned_instances(labels: np.ndarray, origin: tuple[int, int], image_shape: tuple[int, int],
-                     owned: tuple[slice, slice]) -> list[tuple[bool, np.ndarray, tuple[slice, slice]]]:
-    """(whole, mask in its box, box in image coordinates) of each instance of one tile map (cropped to the
-    image) whose anchor lies in the tile's owned region, in increasing label; `whole` is False for an instance
-    with a pixel on an interior border of the tile."""
+                     owned: tuple[slice, slice]) -> list[tuple[bool, np.ndarray, tuple[slice, slice], int]]:
+    """(whole, mask in its box, box in image coordinates, label in the tile map) of each instance of one tile map
+    (cropped to the image) whose anchor lies in the tile's owned region, in increasing label; `whole` is False for
+    an instance with a pixel on an interior border of the tile."""
     (row0, col0), (height, width) = origin, image_shape
     h, w = labels.shape
     interior = (row0 > 0, row0 + h < height, col0 > 0, col0 + w < width)  # top, bottom, left, right
@@ -115,7 +115,7 @@ def _owned_instances(labels: np.ndarray, origin: tuple[int, int], image_shape: t
         cut = ((interior[0] and top == 0) or (interior[1] and bottom == h - 1)
                or (interior[2] and left == 0) or (interior[3] and right == w - 1))
         image_box = (slice(row0 + rows.start, row0 + rows.stop), slice(col0 + cols.start, col0 + cols.stop))
-        found.append((not cut, dense[box] == index, image_box))
+        found.append((not cut, dense[box] == index, image_box, int(values[index - 1 if values[0] != 0 else index])))
     return found
 
 
@@ -129,7 +129,8 @@ def predict_tiled_instances(
     pad_multiple: int = 32,
     cut: str = "keep",
     progress: bool = False,
-) -> np.ndarray:
+    with_scores: bool = False,
+) -> np.ndarray | tuple[np.ndarray, dict[int, float]]:
     """int32 (H, W) instance map (0 background, 1..N in raster order of first pixels) of a (C, H, W) image.
 
     `predict_fn` maps a (B, C, h, w) batch of tiles (on the image's device and dtype) to B integer instance maps
@@ -137,6 +138,10 @@ def predict_tiled_instances(
     one instance (values need not be consecutive; tiles are independent). Tiles lying partly outside the image
     (reflect padding) are cropped to the image before stitching. Stitching rule, exactness condition
     (`overlap` >= the largest instance extent + 1) and `cut` ("keep" | "drop" | "raise"): see the module docstring.
+
+    `with_scores`: `predict_fn` returns `(maps, scores)`, `scores[k]` a {label: score} dict for the k-th map (a
+    detector's confidences), and the result is `(instance map, {instance id: score})` for the instances that
+    keep at least one pixel.
     """
     check_tiling(tile, overlap, batch_size, pad_multiple)
     if cut not in CUT_MODES:
@@ -147,26 +152,42 @@ def predict_tiled_instances(
     padded = _reflect_pad(image, grid.padded_shape[0] - height, grid.padded_shape[1] - width)
     windows, owned = list(grid.windows()), owned_regions(grid)
     stitched = np.zeros((height, width), dtype=np.int64)
-    next_id, parts = 1, []  # cut owned instances wait until every whole one is pasted
+    next_id, parts, pasted_scores = 1, [], {}  # cut owned instances wait until every whole one is pasted
     for start in tqdm(range(0, len(windows), batch_size), desc="tiles", unit="batch", disable=not progress):
         chunk = windows[start : start + batch_size]
         batch = torch.stack([padded[:, rows, cols] for rows, cols in chunk])
-        for number, ((rows, cols), labels) in enumerate(zip(chunk, _as_label_maps(predict_fn(batch), batch),
-                                                            strict=True), start=start):
+        out = predict_fn(batch)
+        out, tile_scores = (out if with_scores else (out, None))
+        for number, ((rows, cols), labels) in enumerate(zip(chunk, _as_label_maps(out, batch), strict=True),
+                                                        start=start):
             labels = labels[: height - rows.start, : width - cols.start]  # the part inside the image
-            for whole, mask, box in _owned_instances(labels, (rows.start, cols.start), (height, width), owned[number]):
+            scores = tile_scores[number - start] if tile_scores is not None else {}
+            for whole, mask, box, value in _owned_instances(labels, (rows.start, cols.start), (height, width),
+                                                            owned[number]):
                 if not whole:
                     if cut == "raise":
                         raise ValueError(_cut_message(box, overlap))
-                    parts.append((mask, box))
+                    parts.append((mask, box, scores.get(value)))
                     continue
                 _paste(stitched, mask, box, next_id)
+                pasted_scores[next_id] = scores.get(value)
                 next_id += 1
     if cut == "keep":
-        for mask, box in parts:
+        for mask, box, score in parts:
             _paste(stitched, mask, box, next_id)
+            pasted_scores[next_id] = score
             next_id += 1
-    return relabel_raster(stitched)
+    result = relabel_raster(stitched)
+    if not with_scores:
+        return result
+    return result, _carried_scores(stitched, result, pasted_scores)
+
+
+def _carried_scores(stitched: np.ndarray, relabelled: np.ndarray, scores: dict[int, float | None]) -> dict[int, float]:
+    """{final id: score} from the scores of the pasted ids (an instance keeps its id's score through relabelling)."""
+    pairs = np.unique(np.stack([stitched.ravel(), relabelled.ravel()]), axis=1)
+    return {int(new): float(scores[int(old)]) for old, new in pairs.T
+            if old > 0 and scores.get(int(old)) is not None}
 
 
 def _paste(stitched: np.ndarray, mask: np.ndarray, box: tuple[slice, slice], value: int) -> None:

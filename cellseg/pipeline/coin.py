@@ -35,11 +35,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from cellseg.callbacks.ema_weights import EmaWeights
 from cellseg.callbacks.last_checkpoint import LAST_NAME
-from cellseg.data.intensity import load_image
 from cellseg.data.weak.pseudo_instances import merge_instance_sets
 from cellseg.methods.coin.prompter import load_prompts, save_prompts
 from cellseg.methods.coin.prototypes import PrototypeAccumulator, add_foreground, image_heatmaps
@@ -48,15 +47,15 @@ from cellseg.methods.coin.scoring import instance_scores, paint_pseudo_label, th
 from cellseg.methods.coin.ucis import check_stain
 from cellseg.methods.coin.vit_features import WindowTokens
 from cellseg.pipeline.checks import check_supervision
+from cellseg.pipeline.common import TrainingImages, as_container, load_checkpoint_state, per_image, stage_seed
 from cellseg.pipeline.distributed import rank
 from cellseg.pipeline.engine import StageGraph, StageSpec, always
 from cellseg.pipeline.evaluate import predict_and_evaluate
 from cellseg.pipeline.executors import LocalExecutor, progress
 from cellseg.pipeline.profiling import profiled
 from cellseg.pipeline.stage import Stage, read_json
-from cellseg.pipeline.trainer import build_callbacks, build_loggers, build_trainer
+from cellseg.pipeline.trainer import build_trainer, stage_trainer
 from cellseg.postproc.instances import binary_to_instances
-from cellseg.utils.hashing import stable_seed
 from cellseg.utils.io import atomic_path, read_label, write_json, write_label, write_mask_uint8
 
 log = logging.getLogger(__name__)
@@ -141,9 +140,6 @@ def max_steps_for(train: DictConfig, n_images: int) -> int:
         return int(train.max_steps)
     return max(1, int(train.epochs) * math.floor(int(train.repeat) * n_images / int(train.batch_size)))
 
-
-def as_container(node) -> dict | list | None:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
 class CoinPipeline:
@@ -372,13 +368,7 @@ class CoinPipeline:
         """The round's trainer: the run's loggers and callbacks writing under the stage folder (last.ckpt every
         callbacks.last_checkpoint.every_n_train_steps steps), EMA weights, no validation, no checkpoint selection."""
         train = self.method.train
-        ema = EmaWeights(float(train.ema_decay), bool(train.ema_warmup))
-        loggers = build_loggers(self.cfg.get("logger"), save_dir=root)
-        callbacks = build_callbacks(self.cfg.get("callbacks"), loggers, checkpoint_dir=root / "checkpoints",
-                                    extra=[ema], skip=("ema", "model_checkpoint"))
-        return build_trainer(self.cfg, callbacks, loggers, max_steps=max_steps, max_epochs=None,
-                             default_root_dir=str(root), limit_val_batches=0, num_sanity_val_steps=0,
-                             enable_checkpointing=False)
+        return stage_trainer(self.cfg, root, max_steps, extra=[EmaWeights(float(train.ema_decay), bool(train.ema_warmup))])
 
     # ----- predictions of round t's network: the training images (-> P_t) and the test split ------------------
     def predict_config(self, t: int) -> dict:
@@ -465,22 +455,6 @@ def score_image_prompts(prompter, image: np.ndarray, instances: np.ndarray):
     return prompter(image, instances)
 
 
-@dataclass(frozen=True)
-class TrainingImages:
-    """`read(image_id)`: RGB of a training image as the network sees it before normalisation (data.bit_depth,
-    stretch): uint8 for 8-bit images, float32 in [0, 1] for deeper ones. The classical stages (UCIS, handcrafted
-    features, prompter) read both through `ucis.as_float_rgb`; SAM, ViT features and DenseCRF round floats to 8
-    bits. Picklable, so per-image tasks read their own image in whichever process runs them."""
-
-    layout: object
-    bit_depth: int | None
-    stretch: tuple[float, float] | None
-
-    def __call__(self, image_id: str) -> np.ndarray:
-        image, _ = load_image(self.layout.image_path(image_id), self.bit_depth, self.stretch)
-        return image
-
-
 # Per-image tasks (docs/framework.md#per-image-stages): module-level, bound with functools.partial, each writes
 # its files atomically and skips an image whose output already exists (resume).
 def ucis_task(read_image: TrainingImages, ucis, folder: Path, image_id: str) -> int:
@@ -538,20 +512,6 @@ def score_task(read_image: TrainingImages, prompter, decode: dict | None, upstre
 
 def load_prototype(stage_dir: Path) -> np.ndarray:
     return PrototypeAccumulator.from_state_dict(read_json(Path(stage_dir) / "prototype.json")).mean
-
-
-def load_checkpoint_state(stage: Stage) -> dict:
-    """state_dict (EMA weights) of a train stage's checkpoint."""
-    return torch.load(stage.summary["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
-
-
-def stage_seed(seed: int, stage_key: str) -> int:
-    """The seed a stage starts from: the same whether the stage runs after its inputs or alone on resume."""
-    return stable_seed(seed, "stage", stage_key) % 2**32
-
-
-def per_image(record: dict, n_images: int) -> dict:
-    return {**record, "n_images": n_images, "wall_s_per_image": record["wall_s"] / max(n_images, 1)}
 
 
 def propagation_model(cfg: DictConfig, propagate_dir: str | Path):

@@ -76,3 +76,17 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list, 
     """`cfg.trainer` with these callbacks and loggers, atomic checkpoint writes, and keyword overrides."""
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                    plugins=[AtomicCheckpointIO()], **overrides)
+
+
+def stage_trainer(cfg: DictConfig, root: Path, max_steps: int, extra: Iterable[pl.Callback] = (),
+                  **overrides) -> pl.Trainer:
+    """The trainer of a pipeline's training stage: the run's loggers and callbacks writing under the stage
+    folder `root` (last.ckpt in `root/checkpoints/` every `callbacks.last_checkpoint.every_n_train_steps` steps),
+    the method's own callbacks `extra` first, no validation and no checkpoint selection unless `overrides` say
+    otherwise (a pipeline never selects a checkpoint with ground truth)."""
+    loggers = build_loggers(cfg.get("logger"), save_dir=root)
+    callbacks = build_callbacks(cfg.get("callbacks"), loggers, checkpoint_dir=root / "checkpoints", extra=extra,
+                                skip=("ema", "model_checkpoint"))
+    settings = {"max_steps": max_steps, "max_epochs": None, "default_root_dir": str(root), "limit_val_batches": 0,
+                "num_sanity_val_steps": 0, "enable_checkpointing": False, **overrides}
+    return build_trainer(cfg, callbacks, loggers, **settings)

@@ -14,14 +14,14 @@ from cellseg.data.layout import SplitLayout
 from cellseg.utils.ignore import IGNORE_CLASS
 from cellseg.utils.io import read_label
 
-TARGET_FORMATS = ("instance", "scribble", "none")
+TARGET_FORMATS = ("instance", "scribble", "tiles", "none")
 
 
 class WeakLabels(abc.ABC):
     """One supervision regime. `prepare` runs once, outside training, and returns per image the file to train on."""
 
-    kind: ClassVar[str]  # "full" | "annotation_free" | "scribble" | "image_level"
-    target_format: ClassVar[str]  # "instance" (int label map, 0 bg) | "scribble" (uint8) | "none"
+    kind: ClassVar[str]  # "full" | "annotation_free" | "scribble" | "image_label" (= supervision.kind)
+    target_format: ClassVar[str]  # "instance" (int label map, 0 bg) | "scribble" (uint8) | "tiles" (CSV) | "none"
     reads_ground_truth: ClassVar[bool]  # whether prepare() opens the training GT label files
     ignore_index: int = IGNORE_CLASS
 
@@ -30,11 +30,17 @@ class WeakLabels(abc.ABC):
         """Per image id, the path of its training-target file for this regime (an empty dict for annotation_free)."""
 
     def read_target(self, path: Path) -> np.ndarray:
-        """A training target as written by `prepare`: int32 for instance maps, uint8 for scribbles."""
+        """A training target as written by `prepare`: int32 for instance maps, uint8 for scribbles, the int64
+        (N, 4) table (x, y, size, label) of an image's labelled tiles."""
         if self.target_format == "instance":
             return read_label(path)
         if self.target_format == "scribble":
             return read_mask_uint8(path)
+        if self.target_format == "tiles":
+            # imported here: image_level imports this module
+            from cellseg.data.weak.image_level import read_tile_table
+
+            return read_tile_table(path)
         raise ValueError(f"{type(self).__name__} (kind {self.kind!r}) has no training target to read: {path}")
 
     def __repr__(self) -> str:

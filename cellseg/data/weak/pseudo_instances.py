@@ -1,4 +1,5 @@
-"""Instance-set pseudo-labels shared by the weak methods: merging two sets without duplicates, compact ids.
+"""Instance-set pseudo-labels shared by the weak methods: merging two sets (or masks in priority order) without
+duplicates, compact ids.
 
 Maps are uint16: 0 background, 1..K instances, `IGNORE_INSTANCE` (65535) pixels that are neither.
 """
@@ -64,3 +65,62 @@ def compact_pseudo_ids(label: np.ndarray) -> np.ndarray:
     valid = (label > 0) & (label != IGNORE)
     out[valid] = np.searchsorted(ids, label[valid]) + 1
     return out
+
+
+def merge_ordered_instances(
+    masks: list[np.ndarray], shape: tuple[int, int], dedup_iou: float = DUPLICATE_IOU, min_area: int = 100
+) -> np.ndarray:
+    """uint16 label of boolean instance masks merged in priority order (first = highest), no ignore pixels.
+
+    A mask becomes a member only if its IoU with every current member's whole mask is < `dedup_iou`; it then owns
+    its pixels that no earlier member owns, and is dropped (not a member) when fewer than `min_area` remain.
+    Member ids 1..n follow the order.
+    """
+    shape = tuple(int(v) for v in shape)
+    if not 0.0 < float(dedup_iou) <= 1.0:
+        raise ValueError(f"dedup_iou must be in (0, 1] (an IoU at which a mask is a duplicate); got {dedup_iou!r}")
+    if int(min_area) < 0:
+        raise ValueError(f"min_area must be an int >= 0 (px); got {min_area!r}")
+    out = np.zeros(shape, dtype=np.uint16)
+    members: list[tuple[tuple[int, int, int, int], np.ndarray]] = []  # (bbox, mask crop), for cheap IoUs
+    for index, mask in enumerate(masks):
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != shape:
+            raise ValueError(f"mask {index} has shape {mask.shape}; expected {shape}")
+        box = _bbox(mask)
+        if box is None:
+            continue
+        crop = mask[box[0] : box[2], box[1] : box[3]]
+        if any(_crop_iou(box, crop, *member) >= dedup_iou for member in members):
+            continue
+        window = out[box[0] : box[2], box[1] : box[3]]
+        free = crop & (window == 0)  # pixels owned by an earlier member stay with it
+        if int(free.sum()) < min_area:
+            continue
+        if len(members) + 1 >= IGNORE:
+            raise ValueError(f"more than {IGNORE - 1} instances do not fit a uint16 pseudo label")
+        members.append((box, crop))
+        window[free] = len(members)
+    return out
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(min_row, min_col, max_row, max_col) of a boolean mask, max exclusive; None when empty."""
+    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+    if not rows.any():
+        return None
+    r0, r1 = np.flatnonzero(rows)[[0, -1]]
+    c0, c1 = np.flatnonzero(cols)[[0, -1]]
+    return int(r0), int(c0), int(r1) + 1, int(c1) + 1
+
+
+def _crop_iou(box_a, crop_a: np.ndarray, box_b, crop_b: np.ndarray) -> float:
+    """IoU of two masks given as bbox crops."""
+    r0, c0 = max(box_a[0], box_b[0]), max(box_a[1], box_b[1])
+    r1, c1 = min(box_a[2], box_b[2]), min(box_a[3], box_b[3])
+    if r0 >= r1 or c0 >= c1:
+        return 0.0
+    part_a = crop_a[r0 - box_a[0] : r1 - box_a[0], c0 - box_a[1] : c1 - box_a[1]]
+    part_b = crop_b[r0 - box_b[0] : r1 - box_b[0], c0 - box_b[1] : c1 - box_b[1]]
+    inter = int(np.count_nonzero(part_a & part_b))
+    return inter / (int(crop_a.sum()) + int(crop_b.sum()) - inter)
