@@ -7,7 +7,7 @@ SHARED_DATA ?= $(abspath ../shared/data)
 TEST_ENV := CELLSEG_OFFLINE=1 WANDB_MODE=disabled CELLSEG_TEST_DATA=$(SHARED_DATA) OMP_NUM_THREADS=2
 DEMO_LOGS := $(CURDIR)/logs/demo
 # One experiment per method, each sized for a 2-core CPU on the bundled sample (data/sample).
-DEMO_EXPERIMENTS ?= supervised_unet_sample s2l_unet_sample coin_cpu_sample
+DEMO_EXPERIMENTS ?= supervised_unet_sample s2l_unet_sample coin_cpu_sample cyclic_cpu_sample
 
 .PHONY: install demo test test-all bench lint clean help
 

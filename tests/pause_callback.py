@@ -10,10 +10,14 @@ import pytorch_lightning as pl
 
 
 class PauseAtStep(pl.Callback):
-    def __init__(self, step: int, marker: str) -> None:
-        self.step, self.marker = int(step), Path(marker)
+    """`where`: pause only in a trainer whose root folder path contains it (a pipeline's stage, e.g. detector_2)."""
+
+    def __init__(self, step: int, marker: str, where: str | None = None) -> None:
+        self.step, self.marker, self.where = int(step), Path(marker), where
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if self.where is not None and self.where not in str(trainer.default_root_dir):
+            return
         if trainer.global_step == self.step:
             self.marker.write_text(str(self.step))
             time.sleep(600)

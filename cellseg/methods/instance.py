@@ -95,6 +95,11 @@ class InstanceSegmentationModule(pl.LightningModule):
             batch_size=int(cfg["batch_size"]), cut=cfg.get("cut", "keep"),
         )
 
+    def predict_scored_instances(self, image: torch.Tensor) -> tuple[np.ndarray, dict[int, float] | None]:
+        """(instance map, {instance id: confidence}) for outputs that carry scores (GeoJSON, CSV); None when the
+        method has no per-instance confidence (a detector overrides this)."""
+        return self.predict_instances(image), None
+
     def predict_tile_instances(self, tiles: torch.Tensor):
         """(B, 3, h, w) tiles -> B integer instance maps (h, w); for methods that predict instances directly."""
         raise NotImplementedError(

@@ -1,4 +1,4 @@
-"""Tile classifier of the cyclic method (docs: /work/shared/specs/cyclic.md C2, C3): a torchvision ResNet trunk,
+"""Tile classifier of the cyclic method (docs/methods/cyclic.md#classifier): a torchvision ResNet trunk,
 global average pooling and a linear (CAM) or MLP (Grad-CAM) head, with class activation maps.
 
 Input contract: (B, 3, H, W) float RGB normalised with ImageNet mean/std

@@ -1,4 +1,4 @@
-"""Mask R-CNN back end of the cyclic method (/work/shared/specs/cyclic.md A2, C5, C6).
+"""Mask R-CNN back end of the cyclic method (docs/methods/cyclic.md#detector).
 
 `build_mask_rcnn` gives torchvision's `MaskRCNN` with the `maskrcnn_resnet50_fpn` module layout (COCO
 checkpoints load through `weights:`), the reference anchor / RPN / ROI settings, no internal resize or

@@ -40,9 +40,9 @@ from cellseg.methods.cyclic.pseudo_instances import (
     instances_per_image,
     reference_area,
 )
+from cellseg.methods.cyclic.relevance import relevance_map
 from cellseg.methods.cyclic.self_training import next_pseudo_set, set_change, should_stop
 from cellseg.methods.cyclic.targets import instance_target
-from cellseg.models.relevance import relevance_map
 from cellseg.pipeline.checks import ConfigError, check_supervision
 from cellseg.pipeline.common import TrainingImages, as_container, load_checkpoint_state, per_image, stage_seed
 from cellseg.pipeline.distributed import rank
@@ -208,14 +208,16 @@ class CyclicPipeline:
     def _tiles(self, stage: Stage, inputs: dict) -> dict:
         supervision = self.cfg.supervision
         generator = hydra.utils.instantiate(supervision.generator)
-        tiles = [Tile(*row) for row in load_tiles(generator.prepare(self.layout, self.ids))]
-        if supervision.balance:
-            tiles = balance_tiles(tiles, int(supervision.seed), int(supervision.min_negatives))
-        train, held = held_out_tiles(tiles, float(self.method.held_out_tiles), int(supervision.seed))
-        write_tile_table(stage.dir / "train.csv", train)
-        write_tile_table(stage.dir / "held_out.csv", held)
+        record = {}
+        with profiled(record):
+            tiles = [Tile(*row) for row in load_tiles(generator.prepare(self.layout, self.ids))]
+            if supervision.balance:
+                tiles = balance_tiles(tiles, int(supervision.seed), int(supervision.min_negatives))
+            train, held = held_out_tiles(tiles, float(self.method.held_out_tiles), int(supervision.seed))
+            write_tile_table(stage.dir / "train.csv", train)
+            write_tile_table(stage.dir / "held_out.csv", held)
         return {"tiles": len(tiles), "positive": sum(t.label for t in tiles), "train": len(train),
-                "held_out": len(held)}
+                "held_out": len(held), "profile": per_image(record, len(self.ids))}
 
     # ----- classifier n ------------------------------------------------------------------------------------------
     def classifier_inputs(self, n: int) -> list[tuple[str, int]]:
@@ -242,13 +244,13 @@ class CyclicPipeline:
                                     int(settings.batch_size), seed, AugmentConfig(**as_container(settings.augment)),
                                     num_workers=int(self.cfg.data.get("num_workers", 0)))
         trainer = stage_trainer(self.cfg, stage.dir, int(settings.steps))
-        record = {}
+        record, accuracy = {}, None
         with profiled(record):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-        accuracy = None
-        if held:
-            checker = build_trainer(self.cfg, [], [], default_root_dir=str(stage.dir), enable_checkpointing=False)
-            accuracy = float(checker.validate(module, datamodule=datamodule, verbose=False)[0]["val/tile_accuracy"])
+            if held:  # once, after training: the held-out tiles' accuracy (image-level labels, not masks)
+                checker = build_trainer(self.cfg, [], [], default_root_dir=str(stage.dir), enable_checkpointing=False)
+                result = checker.validate(module, datamodule=datamodule, verbose=False)
+                accuracy = float(result[0]["val/tile_accuracy"])
         losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         return {"checkpoint": str(last), "steps": int(settings.steps), "global_step": int(trainer.global_step),
                 "seed": seed, "held_out_accuracy": accuracy, "losses": losses, "profile": record}
@@ -288,16 +290,16 @@ class CyclicPipeline:
         record = {}
         with profiled(record):
             area_ref = options.area_ref
-            if area_ref in ("dataset_median",):
+            if area_ref == "dataset_median":  # pass 1: the median candidate area over every training image
                 areas = self.per_image(functools.partial(candidate_area_task, relevance, options), "candidate areas")
-                area_ref = reference_area(np.concatenate([np.asarray(a, dtype=float) for a in areas.values()]
-                                                         or [np.zeros(0)]), "dataset_median")
+                area_ref = reference_area([a for image_areas in areas.values() for a in image_areas], area_ref)
+            elif area_ref != "image_median":
+                area_ref = float(area_ref)
             detections = inputs["selftrain"].dir / "detections" if "selftrain" in inputs else None
             task = functools.partial(pseudo_task, relevance, detections, stage.dir, options, area_ref,
                                      float(self.method.self_training.dedup_iou))
             counts = self.per_image(task, f"pseudo instances (loop {stage.round})")
-        summary = {"area_ref": None if area_ref is None else float(area_ref) if not isinstance(area_ref, str)
-                   else area_ref, "images": counts, "instances": int(sum(c["instances"] for c in counts.values())),
+        summary = {"area_ref": area_ref if isinstance(area_ref, str) else float(area_ref), "images": counts, "instances": int(sum(c["instances"] for c in counts.values())),
                    "relevance_instances": int(sum(c["relevance"] for c in counts.values())),
                    "profile": per_image(record, len(self.ids))}
         if "pseudo" in inputs:
@@ -406,39 +408,35 @@ def load_relevance(folder: Path, image_id: str) -> np.ndarray:
     return np.load(folder / f"{image_id}.npy").astype(np.float32)
 
 
+def candidate_options(options: DictConfig) -> dict:
+    """The keyword arguments of `candidate_areas` from `method.pseudo`."""
+    return {"tau": float(options.tau), "split": options.split, "min_distance": options.get("min_distance"),
+            "min_area": int(options.min_area), "max_area": int(options.max_area),
+            "min_solidity": float(options.min_solidity), "exclude_border": bool(options.exclude_border)}
+
+
 def extraction_options(options: DictConfig) -> dict:
     """The keyword arguments of `extract_pseudo_instances` from `method.pseudo` (area_ref and k set per call)."""
-    return {"tau": float(options.tau), "split": options.split, "min_area": int(options.min_area),
-            "max_area": int(options.max_area), "min_solidity": float(options.min_solidity),
-            "exclude_border": bool(options.exclude_border), "ignore_unselected": bool(options.ignore_unselected),
+    return {**candidate_options(options), "ignore_unselected": bool(options.ignore_unselected),
             "ignore_dilate": int(options.ignore_dilate), "rank_descending": bool(options.faithful_rank_descending)}
 
 
 def candidate_area_task(relevance_dir: Path, options: DictConfig, image_id: str) -> list[float]:
     """Areas of the filtered relevance components of one image (for the dataset-median reference area)."""
-    kwargs = extraction_options(options)
-    return [float(a) for a in candidate_areas(
-        load_relevance(relevance_dir, image_id), tau=kwargs["tau"], split=kwargs["split"],
-        min_area=kwargs["min_area"], max_area=kwargs["max_area"], min_solidity=kwargs["min_solidity"],
-        exclude_border=kwargs["exclude_border"])]
+    return [float(a) for a in candidate_areas(load_relevance(relevance_dir, image_id), **candidate_options(options))]
 
 
 def pseudo_task(relevance_dir: Path, detections_dir: Path | None, folder: Path, options: DictConfig, area_ref,
                 dedup_iou: float, image_id: str) -> dict:
-    """P_n of one image -> `<folder>/instances/<id>.png` (relevance instances) and `<folder>/labels/<id>.png`."""
+    """P_n of one image -> `<folder>/instances/<id>.png` (relevance instances) and `<folder>/labels/<id>.png`:
+    loop n-1's confident detections (`detections_dir`) first, then the relevance instances. `area_ref`: a number
+    of px (the dataset median resolved by the stage) or "image_median"."""
     label_path = folder / "labels" / f"{image_id}.png"
     instances_path = folder / "instances" / f"{image_id}.png"
     if not label_path.is_file():
         relevance = load_relevance(relevance_dir, image_id)
         k = instances_per_image(*relevance.shape, float(options.k_per_mpx))
-        ref = area_ref if not isinstance(area_ref, str) else None  # image_median: computed per image below
-        if ref is None:
-            kwargs = extraction_options(options)
-            ref = reference_area(candidate_areas(relevance, tau=kwargs["tau"], split=kwargs["split"],
-                                                 min_area=kwargs["min_area"], max_area=kwargs["max_area"],
-                                                 min_solidity=kwargs["min_solidity"],
-                                                 exclude_border=kwargs["exclude_border"]), "image_median")
-        instances, _ = extract_pseudo_instances(relevance, area_ref=ref, k=k, **extraction_options(options))
+        instances, _ = extract_pseudo_instances(relevance, area_ref=area_ref, k=k, **extraction_options(options))
         write_label(instances_path, instances)
         label = instances
         if detections_dir is not None:

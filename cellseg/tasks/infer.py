@@ -35,11 +35,15 @@ OUTPUT_KINDS = ("png", "tiff", "geojson", "csv")
 
 
 def load_run_config(ckpt_path: Path) -> DictConfig:
-    """The training run's config, saved next to its checkpoints folder."""
-    run_config = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
-    if not run_config.is_file():
-        raise FileNotFoundError(f"no run config {run_config} for checkpoint {ckpt_path}: expected <run>/checkpoints/*.ckpt")
-    return OmegaConf.load(run_config)
+    """The training run's config: `<run>/.hydra/config.yaml` of the run folder holding the checkpoint, either
+    `<run>/checkpoints/*.ckpt` or a pipeline stage's `<run>/<stage>/checkpoints/*.ckpt` (COIN rounds, Cyclic)."""
+    folders = ckpt_path.resolve().parents
+    candidates = [folder / ".hydra" / "config.yaml" for folder in list(folders)[1:3]]
+    for run_config in candidates:
+        if run_config.is_file():
+            return OmegaConf.load(run_config)
+    raise FileNotFoundError(f"no run config for checkpoint {ckpt_path} (looked for {', '.join(map(str, candidates))}): "
+                            "expected <run>/checkpoints/*.ckpt or <run>/<stage>/checkpoints/*.ckpt")
 
 
 def load_module_from_checkpoint(ckpt_path: Path, train_cfg: DictConfig):
@@ -68,8 +72,8 @@ def infer(cfg: DictConfig) -> dict:
         stored = read_image(path)
         image, depth = prepare_image(stored, bit_depth, None, source=path)  # unstretched: the CSV's intensities
         depths.append((stored.dtype.name, depth))
-        label = module.predict_instances(to_normalised_tensor(stretch_intensity(image, stretch)))
-        write_outputs(out_dir, path.stem, image, label, outputs, cfg.infer)
+        label, scores = module.predict_scored_instances(to_normalised_tensor(stretch_intensity(image, stretch)))
+        write_outputs(out_dir, path.stem, image, label, outputs, cfg.infer, scores)
     log.info(describe_bit_depths(f"input {input_dir}", depths, bit_depth))
     log.info("wrote %s for %d images into %s", ", ".join(outputs), len(images), out_dir)
     return {"images": len(images)}
@@ -89,15 +93,18 @@ def input_images(input_dir: Path) -> list[Path]:
     return images
 
 
-def write_outputs(out_dir: Path, image_id: str, image, label, outputs, infer_cfg) -> None:
+def write_outputs(out_dir: Path, image_id: str, image, label, outputs, infer_cfg, scores=None) -> None:
+    """The requested outputs of one image; `scores` ({instance id: confidence}, detectors only) go into the
+    GeoJSON measurements and the CSV's score column."""
     if "png" in outputs:
         write_label(out_dir / "instances" / f"{image_id}.png", label)
     if "tiff" in outputs:
         write_instance_tiff(out_dir / "tiff" / f"{image_id}.tif", label, mpp=infer_cfg.get("mpp"))
     if "geojson" in outputs:
-        write_geojson(out_dir / "geojson" / f"{image_id}.geojson", label, simplify=infer_cfg.geojson.simplify)
+        write_geojson(out_dir / "geojson" / f"{image_id}.geojson", label, scores=scores,
+                      simplify=infer_cfg.geojson.simplify)
     if "csv" in outputs:
-        write_instances_csv(out_dir / "csv" / f"{image_id}.csv", label, image_id=image_id, image=image)
+        write_instances_csv(out_dir / "csv" / f"{image_id}.csv", label, image_id=image_id, image=image, scores=scores)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="infer")

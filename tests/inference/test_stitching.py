@@ -245,3 +245,23 @@ def test_numpy_image_and_tensor_outputs():
     as_tensor = predict_tiled_instances(lambda b: torch.from_numpy(np.stack(components(b))), image.numpy(),
                                         tile=64, overlap=32, batch_size=2)
     assert_same_partition(as_tensor, truth)
+
+
+def test_scores_travel_with_their_instances_through_stitching():
+    """A detector's {label: score} per tile comes back keyed by the stitched ids: each instance keeps the score
+    its owning tile gave it (here the object's true id / 100, so the expected value is known per object)."""
+    image, truth = scene(200, 230, BORDER_SCENE)
+
+    def scored(batch: torch.Tensor):
+        maps = written_ids(batch)
+        scores = [{int(v): (int(v) % 1000) / 100 for v in np.unique(m.numpy()) if v > 0} for m in maps]
+        return maps, scores
+
+    stitched, scores = predict_tiled_instances(scored, image, tile=64, overlap=32, cut="raise", with_scores=True)
+    assert_same_partition(stitched, truth)
+    assert sorted(scores) == list(range(1, len(BORDER_SCENE) + 1))
+    for instance_id, score in scores.items():
+        true_ids = np.unique(truth[stitched == instance_id])
+        assert true_ids.size == 1 and score == pytest.approx(true_ids[0] / 100)
+    plain = predict_tiled_instances(written_ids, image, tile=64, overlap=32, cut="raise")
+    np.testing.assert_array_equal(plain, stitched)

@@ -1,4 +1,4 @@
-"""Cyclic tile classifier (cyclic.md C2, C3): output strides, trunk keys, CAM / Grad-CAM identities, heads,
+"""Cyclic tile classifier (docs/methods/cyclic.md#classifier): output strides, trunk keys, CAM / Grad-CAM identities, heads,
 weights, and whole-image relevance maps (windowing, stitching, normalisation)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import torch
 import torchvision
 from torch import nn
 
+from cellseg.methods.cyclic.relevance import relevance_map
 from cellseg.models.cam_classifier import TileClassifier
-from cellseg.models.relevance import relevance_map
 
 torch.set_num_threads(1)
 

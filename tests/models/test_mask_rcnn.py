@@ -1,4 +1,4 @@
-"""Cyclic Mask R-CNN (cyclic.md C5, C6): layout, losses with ignore boxes and empty images, ignore-aware anchor and
+"""Cyclic Mask R-CNN (docs/methods/cyclic.md#detector): layout, losses with ignore boxes and empty images, ignore-aware anchor and
 proposal assignment, NMS switching, identity transform, weight copy with the classifier, instance decoding."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def box_target(boxes, size=128, ignore=None):
 def test_resnet50_layout_equals_torchvision_maskrcnn():
     ours = build_mask_rcnn("resnet50")
     reference = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
-    # without weights torchvision builds plain BN (num_batches_tracked); the spec asks for FrozenBatchNorm2d
+    # without weights torchvision builds plain BN (num_batches_tracked); the detector's body uses FrozenBatchNorm2d
     expected = {k: v.shape for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
     assert {k: v.shape for k, v in ours.state_dict().items()} == expected
     assert isinstance(ours.backbone.body.bn1, FrozenBatchNorm2d)

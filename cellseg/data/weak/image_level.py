@@ -1,10 +1,10 @@
-"""Image-level tile labels from the training GT (Cyclic learning, docs/methods/cyclic.md, spec C1), cached as CSV.
+"""Image-level tile labels from the training GT (docs/methods/cyclic.md#tile-labels), cached as CSV.
 
 This simulates image-level supervision: the instance masks are read once, to say of every tile whether it holds a
 nucleus, and never again. Positive (1): at least one nucleus with >= `pos_min_frac` of its area and >= `pos_min_px`
 of its pixels inside the tile. Negative (0): no nucleus pixel in the tile. Any other tile is dropped.
 
-The cached CSVs hold every labelled tile, unbalanced; the classifier's dataset balances them (`balance_tiles`, with
+The cached CSVs hold every labelled tile, unbalanced; the pipeline's tile stage balances them (`balance_tiles`, with
 the seed of `supervision.seed`) and warns when negatives are scarce (`warn_if_few_negatives`).
 """
 

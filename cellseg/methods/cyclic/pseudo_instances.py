@@ -1,4 +1,4 @@
-"""Relevance map -> sparse, confident pseudo instances (Cyclic learning, spec C4; docs/methods/cyclic.md).
+"""Relevance map -> sparse, confident pseudo instances (docs/methods/cyclic.md#pseudo-instances).
 
 1. B = R >= tau * max R; 8-connected components, optionally split by a watershed on distance-transform peaks.
 2. Candidates: min_area <= area <= max_area, solidity >= min_solidity, not touching the image border.
@@ -49,7 +49,7 @@ def instances_per_image(height: int, width: int, per_mpx: float) -> int:
     """K = max(1, round(per_mpx * H * W / 1e6)): a per-megapixel budget, at least one instance per image.
     Halves round up (2.5 -> 3), not to even as Python's round."""
     if per_mpx is None or not float(per_mpx) > 0:
-        raise ValueError(f"the per-megapixel instance count (method.k_per_mpx) must be > 0; got {per_mpx!r}")
+        raise ValueError(f"the per-megapixel instance count (method.pseudo.k_per_mpx) must be > 0; got {per_mpx!r}")
     return max(1, math.floor(float(per_mpx) * int(height) * int(width) / 1e6 + 0.5))
 
 
@@ -73,9 +73,9 @@ def relevance_candidates(
     """
     relevance = _checked_relevance(relevance)
     if not 0.0 < float(tau) <= 1.0:
-        raise ValueError(f"method.tau must be in (0, 1] (fraction of the image's maximum relevance); got {tau!r}")
+        raise ValueError(f"method.pseudo.tau must be in (0, 1] (fraction of the image's maximum relevance); got {tau!r}")
     if split not in SPLITS:
-        raise ValueError(f"method.split must be one of {list(SPLITS)}; got {split!r}")
+        raise ValueError(f"method.pseudo.split must be one of {list(SPLITS)}; got {split!r}")
     top = float(relevance.max()) if relevance.size else 0.0
     if top <= 0.0:
         return np.zeros(relevance.shape, dtype=np.int32), np.zeros(relevance.shape, dtype=bool)
@@ -88,7 +88,7 @@ def relevance_candidates(
 
 def _watershed_split(above: np.ndarray, components: np.ndarray, min_distance: int) -> np.ndarray:
     if int(min_distance) < 1:
-        raise ValueError(f"method.min_distance must be an int >= 1 (watershed peak spacing); got {min_distance!r}")
+        raise ValueError(f"method.pseudo.min_distance must be an int >= 1 (watershed peak spacing); got {min_distance!r}")
     distance = ndimage.distance_transform_edt(above)
     peaks = peak_local_max(distance, min_distance=int(min_distance), labels=components, exclude_border=False)
     markers = np.zeros(above.shape, dtype=np.int32)
@@ -113,10 +113,10 @@ def filter_candidates(
     """The components with min_area <= area <= max_area, solidity >= min_solidity and (with `exclude_border`) no
     pixel on the image border, in component-id order."""
     if not 0 <= min_area <= max_area:
-        raise ValueError(f"method.min_area and method.max_area must satisfy 0 <= min_area <= max_area; "
+        raise ValueError(f"method.pseudo.min_area and method.pseudo.max_area must satisfy 0 <= min_area <= max_area; "
                          f"got {min_area!r} and {max_area!r}")
     if not 0.0 <= float(min_solidity) <= 1.0:
-        raise ValueError(f"method.min_solidity must be in [0, 1]; got {min_solidity!r}")
+        raise ValueError(f"method.pseudo.min_solidity must be in [0, 1]; got {min_solidity!r}")
     relevance = _checked_relevance(relevance)
     if components.shape != relevance.shape:
         raise ValueError(f"components {components.shape} and relevance {relevance.shape} differ in shape")
@@ -141,14 +141,14 @@ def reference_area(areas: Sequence[float], mode: str | float) -> float:
     areas) and "image_median" (one image's), or the given number of px. ValueError on an empty median."""
     if isinstance(mode, str):
         if mode not in AREA_REF_MODES:
-            raise ValueError(f"method.area_ref must be one of {list(AREA_REF_MODES)} or an area in px; got {mode!r}")
+            raise ValueError(f"method.pseudo.area_ref must be one of {list(AREA_REF_MODES)} or an area in px; got {mode!r}")
         if len(areas) == 0:
-            raise ValueError(f"method.area_ref={mode} needs at least one candidate area; got none "
-                             "(lower method.tau or widen method.min_area / method.max_area)")
+            raise ValueError(f"method.pseudo.area_ref={mode} needs at least one candidate area; got none "
+                             "(lower method.pseudo.tau or widen method.pseudo.min_area / method.pseudo.max_area)")
         return float(np.median(np.asarray(areas, dtype=np.float64)))
     value = float(mode)
     if not value > 0:
-        raise ValueError(f"method.area_ref as a number must be an area > 0 px; got {mode!r}")
+        raise ValueError(f"method.pseudo.area_ref as a number must be an area > 0 px; got {mode!r}")
     return value
 
 
@@ -210,14 +210,14 @@ def extract_pseudo_instances(
     n_kept, kept (ranked Candidates kept), ignore_px.
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
-        raise ValueError(f"k (instances per image, method.k_per_mpx) must be an int >= 0; got {k!r}")
+        raise ValueError(f"k (instances per image, method.pseudo.k_per_mpx) must be an int >= 0; got {k!r}")
     if isinstance(ignore_dilate, bool) or not isinstance(ignore_dilate, int | np.integer) or ignore_dilate < 0:
-        raise ValueError(f"method.ignore_dilate must be an int >= 0 (px); got {ignore_dilate!r}")
+        raise ValueError(f"method.pseudo.ignore_dilate must be an int >= 0 (px); got {ignore_dilate!r}")
     components, above = relevance_candidates(relevance, tau, split, min_distance)
     candidates = filter_candidates(components, relevance, min_area, max_area, min_solidity, exclude_border)
     areas = [c.area for c in candidates]
     if area_ref == "dataset_median":
-        raise ValueError("method.area_ref=dataset_median must be resolved to a number first "
+        raise ValueError("method.pseudo.area_ref=dataset_median must be resolved to a number first "
                          "(reference_area over candidate_areas of every training image)")
     if area_ref == "image_median" and not candidates:
         ref = math.nan  # nothing to rank

@@ -1,4 +1,4 @@
-"""Self-training between loops (Cyclic learning, spec C6; docs/methods/cyclic.md): confident detections, the next
+"""Self-training between loops (docs/methods/cyclic.md#self-training): confident detections, the next
 pseudo set, how much it changed and when to stop.
 
 Maps are uint16: 0 background, 1..K instances, `IGNORE_INSTANCE` ignore.
@@ -12,38 +12,6 @@ import numpy as np
 
 from cellseg.data.weak.pseudo_instances import DUPLICATE_IOU, best_overlap_iou, merge_ordered_instances
 from cellseg.utils.ignore import IGNORE_INSTANCE
-
-
-def confident_detections(
-    masks: np.ndarray,
-    scores: np.ndarray,
-    min_score: float = 0.95,
-    max_n: int | None = None,
-    mask_threshold: float = 0.5,
-) -> list[np.ndarray]:
-    """Boolean masks of the detections with score >= `min_score`, by score (highest first, ties by index), at most
-    `max_n` (the caller's `instances_per_image(H, W, method.st_max_per_mpx)`; None = no cap).
-
-    `masks`: (N, H, W) or torchvision's (N, 1, H, W), probabilities binarised at > `mask_threshold` or booleans.
-    A mask left empty by the threshold is no detection and takes no place under the cap.
-    """
-    masks = np.asarray(masks)
-    if masks.ndim == 4 and masks.shape[1] == 1:
-        masks = masks[:, 0]
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if masks.ndim != 3 or len(masks) != len(scores):
-        raise ValueError(f"detections need masks (N, H, W) and scores (N,); got {masks.shape} and {scores.shape}")
-    if max_n is not None and (isinstance(max_n, bool) or int(max_n) != max_n or max_n < 0):
-        raise ValueError(f"max_n (method.st_max_per_mpx per image) must be an int >= 0 or None; got {max_n!r}")
-    order = np.argsort(-scores, kind="stable")
-    kept: list[np.ndarray] = []
-    for index in order:
-        if scores[index] < min_score or (max_n is not None and len(kept) >= max_n):
-            break
-        mask = masks[index] > mask_threshold
-        if mask.any():
-            kept.append(mask)
-    return kept
 
 
 def next_pseudo_set(

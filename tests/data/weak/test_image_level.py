@@ -1,4 +1,4 @@
-"""Image-level tile labels (Cyclic, spec C1): the tile rule on a hand-made map, balancing, the CSV cache, config."""
+"""Image-level tile labels (docs/methods/cyclic.md#tile-labels): the tile rule on a hand-made map, balancing, the CSV cache, config."""
 
 from __future__ import annotations
 

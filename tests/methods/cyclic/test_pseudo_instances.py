@@ -1,4 +1,4 @@
-"""Cyclic relevance -> pseudo instances (spec C4) on hand-built relevance maps of squares with known areas."""
+"""Cyclic relevance -> pseudo instances (docs/methods/cyclic.md#pseudo-instances) on hand-built relevance maps of squares with known areas."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_k_scales_with_the_image_size():
     assert instances_per_image(500, 500, 20) == 5
     assert instances_per_image(250, 500, 20) == 3  # 2.5 rounds up
     assert instances_per_image(100, 100, 20) == 1  # at least one
-    with pytest.raises(ValueError, match="method.k_per_mpx"):
+    with pytest.raises(ValueError, match="method.pseudo.k_per_mpx"):
         instances_per_image(100, 100, 0)
 
 
@@ -171,7 +171,7 @@ def test_reference_area_modes():
     assert reference_area([10, 30, 20, 40], "image_median") == 25.0
     assert reference_area([], 600) == 600.0
     for bad in ("mean", -5, 0):
-        with pytest.raises(ValueError, match="method.area_ref"):
+        with pytest.raises(ValueError, match="method.pseudo.area_ref"):
             reference_area([10], bad)
     with pytest.raises(ValueError, match="at least one candidate"):
         reference_area([], "dataset_median")
@@ -189,9 +189,9 @@ def test_image_median_and_empty_maps(four_squares):
 
 @pytest.mark.parametrize(
     "kwargs, key",
-    [({"tau": 0.0}, "method.tau"), ({"tau": 1.5}, "method.tau"), ({"split": "slic"}, "method.split"),
-     ({"k": -1}, "k_per_mpx"), ({"ignore_dilate": -1}, "method.ignore_dilate"),
-     ({"min_area": 300}, "method.min_area"), ({"min_solidity": 2.0}, "method.min_solidity")],
+    [({"tau": 0.0}, "method.pseudo.tau"), ({"tau": 1.5}, "method.pseudo.tau"), ({"split": "slic"}, "method.pseudo.split"),
+     ({"k": -1}, "k_per_mpx"), ({"ignore_dilate": -1}, "method.pseudo.ignore_dilate"),
+     ({"min_area": 300}, "method.pseudo.min_area"), ({"min_solidity": 2.0}, "method.pseudo.min_solidity")],
 )
 def test_bad_parameters_raise(four_squares, kwargs, key):
     relevance, _ = four_squares

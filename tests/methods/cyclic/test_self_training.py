@@ -1,4 +1,4 @@
-"""Cyclic self-training (spec C6): ordered merging without duplicates, confident detections, the next pseudo set,
+"""Cyclic self-training (docs/methods/cyclic.md#self-training): ordered merging without duplicates, confident detections, the next pseudo set,
 set change and the stopping rule, on hand-built rectangles."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import pytest
 
 from cellseg.data.weak.pseudo_instances import merge_ordered_instances
 from cellseg.methods.cyclic.self_training import (
-    confident_detections,
     next_pseudo_set,
     set_change,
     should_stop,
@@ -63,25 +62,6 @@ def test_merge_edge_cases():
         merge_ordered_instances([rect(0, 0, 2, 2, shape=(5, 5))], SHAPE)
     with pytest.raises(ValueError, match="dedup_iou"):
         merge_ordered_instances([], SHAPE, dedup_iou=0.0)
-
-
-def test_confident_detections_by_score_with_caps():
-    masks = np.stack([rect(2, 2 + 7 * i, 5, 5) for i in range(5)]).astype(np.float32) * 0.9
-    scores = np.array([0.5, 0.99, 0.96, 0.97, 0.951])
-    kept = confident_detections(masks, scores, min_score=0.95, max_n=10)
-    assert [m.tolist() for m in kept] == [(masks[i] > 0.5).tolist() for i in (1, 3, 2, 4)]
-    assert all(m.dtype == bool for m in kept)
-    capped = confident_detections(masks, scores, min_score=0.95, max_n=2)
-    assert [m.tolist() for m in capped] == [(masks[i] > 0.5).tolist() for i in (1, 3)]
-    assert len(confident_detections(masks, scores, min_score=0.98, max_n=10)) == 1
-    assert confident_detections(masks, scores, max_n=0) == []
-    # torchvision's (N, 1, H, W); a mask empty at the threshold is no detection and takes no place under the cap
-    faint = masks.copy()
-    faint[1] = 0.5
-    tv = confident_detections(faint[:, None], scores, min_score=0.95, max_n=2)
-    assert [m.tolist() for m in tv] == [(masks[i] > 0.5).tolist() for i in (3, 2)]
-    with pytest.raises(ValueError, match="scores"):
-        confident_detections(masks, scores[:3], max_n=2)
 
 
 def test_next_pseudo_set_detections_first_and_ignore_cleared_where_covered():

@@ -1,4 +1,4 @@
-"""Whole-image relevance maps from a tile classifier (/work/shared/specs/cyclic.md C3).
+"""Whole-image relevance maps from a tile classifier (docs/methods/cyclic.md#relevance-maps).
 
 The image is resized by `scale` (= classifier input size / tile size, e.g. 224 / 96) so nuclei have the size the
 classifier saw, split into overlapping windows (`cellseg.inference.tiler.predict_tiled` with a flat window, i.e.
