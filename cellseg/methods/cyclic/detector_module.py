@@ -33,7 +33,7 @@ class CyclicDetector(InstanceSegmentationModule):
     train_target = staticmethod(instance_target)
 
     def __init__(self, net: CyclicNetworks, scale: float = 2.0, min_instance_area: int = 4,
-                 mask_threshold: float = 0.5, min_score: float = 0.5, optimizer=None, scheduler=None,
+                 mask_threshold: float = 0.5, min_score: float = 0.0, optimizer=None, scheduler=None,
                  inference: dict | None = None, metric_prefix: str = "oracle", log_images: int = 0) -> None:
         super().__init__(net=net, optimizer=optimizer, scheduler=scheduler, inference=inference,
                          metric_prefix=metric_prefix, log_images=log_images)

@@ -87,7 +87,7 @@ def test_cyclic_killed_mid_loop_resumes_to_identical_files(tmp_path):
     images = Path(overrides[2].split("=", 1)[1]) / "Synth" / "test" / "images"
     result = subprocess.run([sys.executable, str(REPO_ROOT / "infer.py"),
                              f"ckpt_path={killed / 'detector_1' / 'checkpoints' / 'last.ckpt'}",
-                             f"input_dir={images}", f"paths.output_dir={predictions}"],
+                             f"input_dir={images}", f"hydra.run.dir={predictions}"],
                             env=environment(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(predictions.rglob("*.png"))) >= 1
