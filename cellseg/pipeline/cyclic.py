@@ -351,6 +351,9 @@ class CyclicPipeline:
     def _selftrain(self, stage: Stage, inputs: dict) -> dict:
         module = self.trained_detector(inputs["detector"])
         options = self.method.self_training
+        # only confident detections are kept: skipping the others saves most of the time and leaves them as they
+        # were, but for pixels stitching gave to a lower-scoring detection of a neighbouring tile
+        module.set_min_score(max(module.min_score, float(options.min_score)))
         counts, record = {}, {}
         with profiled(record):
             for image_id in progress(self.ids, f"self-training detections (loop {stage.round})"):

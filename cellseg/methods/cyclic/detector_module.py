@@ -41,11 +41,16 @@ class CyclicDetector(InstanceSegmentationModule):
             raise ValueError(f"method.module: scale={scale} (> 0), mask_threshold={mask_threshold} (in (0, 1)), "
                              f"min_instance_area={min_instance_area} (>= 1) expected")
         self.scale, self.min_instance_area = float(scale), int(min_instance_area)
-        self.mask_threshold, self.min_score = float(mask_threshold), float(min_score)
+        self.mask_threshold = float(mask_threshold)
         net.train_only("detector")
-        # low-score boxes are dropped before the mask head: pasting hundreds of masks dominates CPU inference
-        net.detector.roi_heads.score_thresh = self.min_score
+        self.set_min_score(min_score)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+
+    def set_min_score(self, min_score: float) -> None:
+        """Keep detections scoring >= `min_score`; lower boxes never reach the mask head (pasting hundreds of
+        masks per tile dominates CPU inference)."""
+        self.min_score = float(min_score)
+        self.net.detector.roi_heads.score_thresh = self.min_score
 
     # ----- training ------------------------------------------------------------------------------------------
     def train(self, mode: bool = True):

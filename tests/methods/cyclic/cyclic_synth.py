@@ -24,7 +24,7 @@ TINY = [
     "method.relevance.window=64", "method.relevance.overlap=16",
     "method.pseudo.min_area=10", "method.pseudo.max_area=2000", "method.pseudo.min_solidity=0.5",
     "method.detector.max_steps=2", "method.detector.crop=64", "method.detector.batch_size=2",
-    "method.module.scale=1.0", "method.module.min_score=0.0", "method.module.inference.tile=128",
+    "method.module.scale=1.0", "method.module.inference.tile=128",
     "method.module.inference.overlap=32", "method.module.scheduler.warmup_steps=1",
     "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
 ]

@@ -9,6 +9,7 @@ import torch
 
 from cellseg.data.tiles import Tile, TileDataset, held_out_tiles, read_tile_table, write_tile_table
 from cellseg.data.transforms import AugmentConfig
+from cellseg.methods.cyclic.detector_module import CyclicDetector
 from cellseg.methods.cyclic.targets import detection_target, instance_target
 from cellseg.models.cam_classifier import TileClassifier
 from cellseg.models.cyclic_networks import CyclicNetworks
@@ -86,3 +87,22 @@ def test_each_stage_trains_only_its_own_network():
     assert any(p.requires_grad for p in networks.detector.parameters())
     with pytest.raises(ValueError, match="part="):
         networks.train_only("both")
+
+
+def test_a_higher_score_floor_keeps_exactly_the_detections_above_it():
+    torch.manual_seed(0)
+    networks = CyclicNetworks(TileClassifier("resnet18", output_stride=32),
+                              build_mask_rcnn("resnet18", rpn_post_nms_test=50, detections=50))
+    module = CyclicDetector(networks, scale=1.0, inference={"tile": 64, "overlap": 16}).eval()
+    image = torch.randn(3, 64, 64)  # one tile (stitching may hand a pixel to a lower-scoring neighbour's instance)
+    every_map, every_score = module.predict_scored_instances(image)
+    ranked = sorted(every_score.values())
+    floor = (ranked[len(ranked) // 2 - 1] + ranked[len(ranked) // 2]) / 2  # between two scores: no tie at the floor
+    module.set_min_score(floor)
+    assert module.net.detector.roi_heads.score_thresh == floor
+    kept_map, kept_score = module.predict_scored_instances(image)
+    assert 0 < len(kept_score) < len(every_score)
+    assert sorted(kept_score.values()) == sorted(s for s in every_score.values() if s >= floor)
+    for kept_id, score in kept_score.items():  # the same pixels as when every detection was kept
+        every_id = next(i for i, s in every_score.items() if s == score)
+        np.testing.assert_array_equal(kept_map == kept_id, every_map == every_id)
