@@ -38,6 +38,7 @@ def _is_loopback(address) -> bool:
 # Written by Python and pytest themselves, not by the code under test.
 TOOL_DEBRIS = ("__pycache__", ".pytest_cache", ".ruff_cache")
 _TREE_KEY = pytest.StashKey[set[str] | None]()
+_WROTE_KEY = pytest.StashKey[str]()
 
 
 def _working_tree_entries() -> set[str] | None:
@@ -58,9 +59,15 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     before, after = session.config.stash.get(_TREE_KEY, None), _working_tree_entries()
     if before is None or after is None or after <= before:
         return
-    session.config.get_terminal_writer().line(
-        f"tests wrote into the working tree {REPO_ROOT}: {sorted(after - before)}", red=True)
+    session.config.stash[_WROTE_KEY] = f"tests wrote into the working tree {REPO_ROOT}: {sorted(after - before)}"
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    # printed just above the final counts, so that the tail of a CI log shows why a green-looking run failed
+    message = terminalreporter.config.stash.get(_WROTE_KEY, None)
+    if message:
+        terminalreporter.write_line(message, red=True)
 
 
 @pytest.fixture(autouse=True)
