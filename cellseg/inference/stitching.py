@@ -91,7 +91,7 @@ def _as_label_maps(out, batch: torch.Tensor) -> list[np.ndarray]:
     return maps
 
 
-def _owned_instances(labels: np.ndarray, origin: tuple[int, int], image_shape: tuple[int, int],
+def owned_instances(labels: np.ndarray, origin: tuple[int, int], image_shape: tuple[int, int],
                      owned: tuple[slice, slice]) -> list[tuple[bool, np.ndarray, tuple[slice, slice], int]]:
     """(whole, mask in its box, box in image coordinates, label in the tile map) of each instance of one tile map
     (cropped to the image) whose anchor lies in the tile's owned region, in increasing label; `whole` is False for
@@ -162,7 +162,7 @@ def predict_tiled_instances(
                                                         start=start):
             labels = labels[: height - rows.start, : width - cols.start]  # the part inside the image
             scores = tile_scores[number - start] if tile_scores is not None else {}
-            for whole, mask, box, value in _owned_instances(labels, (rows.start, cols.start), (height, width),
+            for whole, mask, box, value in owned_instances(labels, (rows.start, cols.start), (height, width),
                                                             owned[number]):
                 if not whole:
                     if cut == "raise":

@@ -2,7 +2,10 @@
 
 Coordinates in the GeoJSON and the CSV are level-0 pixel coordinates in the continuous convention of QuPath,
 shapely and rasterio: pixel (row r, column c) covers [c, c + 1) x [r, r + 1), so `floor(x)` is the column index.
-Contours traced through pixel centres (skimage) are therefore shifted by half a pixel. Every writer is atomic.
+Contours traced through pixel centres (skimage) are therefore shifted by half a pixel. A label map that is a
+piece of a larger image (a chunk of a slide read at another resolution) is placed by `offset_xy` (its origin, in
+its own pixels) and `scale` (level-0 pixels per label pixel): x_level0 = (x + offset_x) * scale. Sizes (area,
+perimeter) are in pixels of the label map and, with `mpp` (its µm per pixel), in µm. Every writer is atomic.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import pandas as pd
 import shapely
 import tifffile
 from scipy import ndimage as ndi
+from shapely.affinity import scale as shapely_scale
 from shapely.affinity import translate
 from shapely.geometry import MultiPolygon, Polygon, mapping
 from shapely.geometry.polygon import orient
 from skimage.color import rgb2hed
-from skimage.measure import find_contours, regionprops_table
+from skimage.measure import find_contours, perimeter, regionprops_table
 from skimage.segmentation import relabel_sequential
 from tqdm import tqdm
 
@@ -64,9 +68,8 @@ def write_instance_tiff(path: str | os.PathLike, label: np.ndarray, mpp: float |
     top = int(label.max()) if label.size else 0
     dtype = np.uint16 if top <= MAX_UINT16_LABEL else np.uint32
     resolution = {}
+    check_mpp(mpp)
     if mpp is not None:
-        if not mpp > 0:
-            raise ValueError(f"mpp={mpp}; expected microns per pixel > 0 or None")
         resolution = {"resolution": (UM_PER_CM / mpp, UM_PER_CM / mpp), "resolutionunit": "CENTIMETER"}
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, label.astype(dtype), photometric="minisblack", compression="zlib", **resolution)
@@ -124,15 +127,19 @@ def instances_to_geojson(
     object_type: str = "detection",
     offset_xy: tuple[float, float] = (0.0, 0.0),
     progress: bool = False,
+    scale: float = 1.0,
+    mpp: float | None = None,
 ) -> dict:
     """QuPath FeatureCollection: one Feature per instance (Polygon or MultiPolygon, holes as inner rings).
 
-    Properties: objectType, classification {name, color}, measurements {instance_id, area (px), score}.
-    `offset_xy` shifts every coordinate (e.g. the origin of a tile in a slide).
+    Properties: objectType, classification {name, color}, measurements {instance_id, area (px), score and, with
+    `mpp`, area_um2 and perimeter_um}. `offset_xy` and `scale` place the map in level-0 coordinates (module
+    docstring).
     """
     label = check_label_map(label)
     if object_type not in OBJECT_TYPES:
         raise ValueError(f"object_type={object_type!r}; expected one of {OBJECT_TYPES}")
+    check_mpp(mpp)
     score_of = _score_lookup(_instance_ids(label), scores)
     features = []
     boxes = ndi.find_objects(label)
@@ -146,7 +153,12 @@ def instances_to_geojson(
             continue
         dx, dy = box[1].start + offset_xy[0], box[0].start + offset_xy[1]
         geometry = translate(geometry, xoff=dx, yoff=dy)
-        measurements = {"instance_id": instance_id, "area": int(instance.sum())}
+        if scale != 1.0:
+            geometry = shapely_scale(geometry, xfact=scale, yfact=scale, origin=(0.0, 0.0))
+        area = int(instance.sum())
+        measurements = {"instance_id": instance_id, "area": area}
+        if mpp is not None:
+            measurements.update(area_um2=area * mpp**2, perimeter_um=float(perimeter(instance)) * mpp)
         if instance_id in score_of:
             measurements["score"] = score_of[instance_id]
         features.append(
@@ -175,18 +187,26 @@ def write_geojson(
 # ----------------------------------------------------------------------------------------------- CSV
 
 TABLE_COLUMNS = [
-    "image_id", "instance_id", "centroid_x", "centroid_y", "area",
-    "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "score", "class", "mean_stain",
+    "image_id", "instance_id", "centroid_x", "centroid_y", "area", "perimeter", "eccentricity", "solidity",
+    "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "score", "class", "mean_stain", "mean_eosin",
+    "centroid_x_um", "centroid_y_um", "area_um2", "perimeter_um",
 ]  # fmt: skip
 
 
-def stain_channel(image: np.ndarray) -> np.ndarray:
-    """Hematoxylin optical density (skimage rgb2hed) of an RGB image; a grey image is used as it is."""
+def check_mpp(mpp: float | None) -> None:
+    if mpp is not None and not mpp > 0:
+        raise ValueError(f"mpp={mpp}; expected microns per pixel > 0 or None")
+
+
+def stain_channels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(hematoxylin, eosin) optical densities (skimage rgb2hed) of an RGB image; a grey image is used as it is,
+    with no eosin."""
     image = np.asarray(image)
     if image.ndim == 2:
-        return image.astype(np.float64)
+        return image.astype(np.float64), None
     if image.ndim == 3 and image.shape[2] == 3:
-        return rgb2hed(image)[..., 0]
+        hed = rgb2hed(image)
+        return hed[..., 0], hed[..., 1]
     raise ValueError(f"image has shape {image.shape}; expected H x W x 3 RGB or H x W grey")
 
 
@@ -196,38 +216,61 @@ def instances_table(
     image: np.ndarray | None = None,
     scores: ScoresLike = None,
     class_name: str = "Nucleus",
+    mpp: float | None = None,
+    offset_xy: tuple[float, float] = (0.0, 0.0),
+    scale: float = 1.0,
 ) -> pd.DataFrame:
-    """One row per instance: centroid, area (px), bbox [x0, x1) x [y0, y1), score, class, mean stain."""
+    """One row per instance: centroid and bbox [x0, x1) x [y0, y1) in level-0 pixels (`offset_xy`, `scale`: module
+    docstring), area and perimeter in label-map pixels, eccentricity, solidity, score, class, mean hematoxylin
+    (or grey) and eosin optical density, and with `mpp` the centroid, area and perimeter in µm (else NaN)."""
     label = check_label_map(label)
-    stain = None
+    check_mpp(mpp)
+    hematoxylin = eosin = None
     if image is not None:
-        stain = stain_channel(image)
-        if stain.shape != label.shape:
+        hematoxylin, eosin = stain_channels(image)
+        if hematoxylin.shape != label.shape:
             raise ValueError(
                 f"image of shape {np.shape(image)} does not match label map of shape {label.shape}"
             )
-    properties = ["label", "centroid", "area", "bbox"] + (["intensity_mean"] if stain is not None else [])
-    props = regionprops_table(label, intensity_image=stain, properties=properties)
+    properties = ["label", "centroid", "area", "bbox", "perimeter", "eccentricity", "solidity"]
+    props = regionprops_table(label, properties=properties)
     ids = props["label"].astype(np.int64)
     score_of = _score_lookup(ids, scores)
+    x = props["centroid-1"] + PIXEL_CENTRE + offset_xy[0]
+    y = props["centroid-0"] + PIXEL_CENTRE + offset_xy[1]
+    um = mpp if mpp is not None else np.nan
     table = pd.DataFrame(
         {
             "image_id": [image_id] * len(ids),
             "instance_id": ids,
-            "centroid_x": props["centroid-1"] + PIXEL_CENTRE,
-            "centroid_y": props["centroid-0"] + PIXEL_CENTRE,
+            "centroid_x": x * scale,
+            "centroid_y": y * scale,
             "area": props["area"].astype(np.int64),
-            "bbox_x0": props["bbox-1"],
-            "bbox_y0": props["bbox-0"],
-            "bbox_x1": props["bbox-3"],
-            "bbox_y1": props["bbox-2"],
+            "perimeter": props["perimeter"],
+            "eccentricity": props["eccentricity"],
+            "solidity": props["solidity"],
+            "bbox_x0": np.floor((props["bbox-1"] + offset_xy[0]) * scale).astype(np.int64),
+            "bbox_y0": np.floor((props["bbox-0"] + offset_xy[1]) * scale).astype(np.int64),
+            "bbox_x1": np.ceil((props["bbox-3"] + offset_xy[0]) * scale).astype(np.int64),
+            "bbox_y1": np.ceil((props["bbox-2"] + offset_xy[1]) * scale).astype(np.int64),
             "score": [score_of.get(int(i), np.nan) for i in ids],
             "class": [class_name] * len(ids),
-            "mean_stain": props["intensity_mean"] if stain is not None else np.full(len(ids), np.nan),
+            "mean_stain": _region_means(label, ids, hematoxylin),
+            "mean_eosin": _region_means(label, ids, eosin),
+            "centroid_x_um": x * um,
+            "centroid_y_um": y * um,
+            "area_um2": props["area"] * um**2,
+            "perimeter_um": props["perimeter"] * um,
         },
         columns=TABLE_COLUMNS,
     )
     return table
+
+
+def _region_means(label: np.ndarray, ids: np.ndarray, values: np.ndarray | None) -> np.ndarray:
+    if values is None or not len(ids):
+        return np.full(len(ids), np.nan)
+    return np.asarray(ndi.mean(values, labels=label, index=ids), dtype=np.float64)
 
 
 def write_instances_csv(
@@ -237,9 +280,10 @@ def write_instances_csv(
     image: np.ndarray | None = None,
     scores: ScoresLike = None,
     class_name: str = "Nucleus",
+    mpp: float | None = None,
 ) -> pd.DataFrame:
     """Write `instances_table` as CSV atomically; returns the table."""
-    table = instances_table(label, image_id, image=image, scores=scores, class_name=class_name)
+    table = instances_table(label, image_id, image=image, scores=scores, class_name=class_name, mpp=mpp)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
     return table

@@ -38,6 +38,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, open_dict
 
 from cellseg.callbacks.ema_weights import EmaWeights
+from cellseg.callbacks.inference_recipe import build_recipe
 from cellseg.callbacks.last_checkpoint import LAST_NAME
 from cellseg.data.weak.pseudo_instances import merge_instance_sets
 from cellseg.methods.coin.prompter import load_prompts, save_prompts
@@ -368,7 +369,8 @@ class CoinPipeline:
         """The round's trainer: the run's loggers and callbacks writing under the stage folder (last.ckpt every
         callbacks.last_checkpoint.every_n_train_steps steps), EMA weights, no validation, no checkpoint selection."""
         train = self.method.train
-        return stage_trainer(self.cfg, root, max_steps, extra=[EmaWeights(float(train.ema_decay), bool(train.ema_warmup))])
+        return stage_trainer(self.cfg, root, max_steps, extra=[EmaWeights(float(train.ema_decay), bool(train.ema_warmup))],
+                             recipe=build_recipe(self.cfg))
 
     # ----- predictions of round t's network: the training images (-> P_t) and the test split ------------------
     def predict_config(self, t: int) -> dict:

@@ -30,6 +30,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, open_dict
 
+from cellseg.callbacks.inference_recipe import build_recipe
 from cellseg.callbacks.last_checkpoint import LAST_NAME
 from cellseg.data.tiles import Tile, TileDataModule, held_out_tiles, read_tile_table, write_tile_table
 from cellseg.data.transforms import AugmentConfig, to_normalised_tensor
@@ -52,6 +53,7 @@ from cellseg.pipeline.executors import LocalExecutor, progress
 from cellseg.pipeline.profiling import profiled
 from cellseg.pipeline.stage import Stage
 from cellseg.pipeline.trainer import build_loggers, build_trainer, stage_trainer
+from cellseg.utils.devices import torch_device
 from cellseg.utils.ignore import IGNORE_INSTANCE
 from cellseg.utils.io import atomic_path, read_label, write_json, write_label
 
@@ -90,8 +92,7 @@ def check_cyclic_config(cfg: DictConfig) -> None:
 
 def device_for(cfg: DictConfig) -> torch.device:
     """Where the per-image network stages (relevance, self-training) run: the GPU when the trainer uses one."""
-    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
-    return torch.device("cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu")
+    return torch_device(cfg.trainer.get("accelerator", "cpu"), key="trainer.accelerator")
 
 
 class CyclicPipeline:
@@ -331,7 +332,7 @@ class CyclicPipeline:
         labels = inputs["pseudo"].dir / "labels"
         datamodule.use_target_files({i: labels / f"{i}.png" for i in self.ids})
         datamodule.configure_targets(instance_target, IGNORE_INSTANCE)
-        trainer = stage_trainer(self.cfg, stage.dir, int(settings.max_steps),
+        trainer = stage_trainer(self.cfg, stage.dir, int(settings.max_steps), recipe=build_recipe(self.cfg),
                                 gradient_clip_val=float(settings.clip_grad))
         record = {}
         with profiled(record):

@@ -2,7 +2,8 @@
 
 Every trainer gets what makes its runs trustworthy whatever the user's callback config: checkpoints written
 atomically, the random states saved with each checkpoint (`RandomStateCheckpoint`), and, with W&B, the run id
-stored in checkpoints so that a resumed run continues its W&B run.
+stored in checkpoints so that a resumed run continues its W&B run. A trainer of a model that inference can load
+also writes the inference recipe into its checkpoints (`InferenceRecipe`), so a `.ckpt` file is self-contained.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.loggers import WandbLogger
 
 from cellseg.callbacks import RandomStateCheckpoint, WandbRunId
+from cellseg.callbacks.inference_recipe import InferenceRecipe
 from cellseg.callbacks.wandb_run_id import stored_run_id
 from cellseg.pipeline.checkpoint_io import AtomicCheckpointIO
 
@@ -58,15 +60,18 @@ def build_loggers(logger_cfg: DictConfig | None, resume_from: str | None = None,
 
 
 def build_callbacks(callbacks_cfg: DictConfig | None, loggers: list, checkpoint_dir: Path | None = None,
-                    extra: Iterable[pl.Callback] = (), skip: Iterable[str] = ()) -> list[pl.Callback]:
+                    extra: Iterable[pl.Callback] = (), skip: Iterable[str] = (),
+                    recipe: dict | None = None) -> list[pl.Callback]:
     """`extra` (the method's own callbacks, e.g. EMA weights: first, so a step's state is complete before any
     checkpoint of it), the configured callbacks (minus `skip`; their checkpoints written into `checkpoint_dir`
-    when given) and the framework's own callbacks."""
+    when given) and the framework's own callbacks; `recipe` (`build_recipe`) goes into every checkpoint."""
     overrides = {name: {"dirpath": str(checkpoint_dir)} for name in CHECKPOINT_CALLBACKS} if checkpoint_dir else {}
     callbacks = [*extra, *instantiate_list(callbacks_cfg, skip=skip, **overrides)]
     if not loggers:  # nothing to report learning rates to
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     callbacks.append(RandomStateCheckpoint())
+    if recipe is not None:
+        callbacks.append(InferenceRecipe(recipe))
     if any(isinstance(lg, WandbLogger) for lg in loggers):
         callbacks.append(WandbRunId())
     return callbacks
@@ -79,14 +84,14 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list, 
 
 
 def stage_trainer(cfg: DictConfig, root: Path, max_steps: int, extra: Iterable[pl.Callback] = (),
-                  **overrides) -> pl.Trainer:
+                  recipe: dict | None = None, **overrides) -> pl.Trainer:
     """The trainer of a pipeline's training stage: the run's loggers and callbacks writing under the stage
     folder `root` (last.ckpt in `root/checkpoints/` every `callbacks.last_checkpoint.every_n_train_steps` steps),
     the method's own callbacks `extra` first, no validation and no checkpoint selection unless `overrides` say
-    otherwise (a pipeline never selects a checkpoint with ground truth)."""
+    otherwise (a pipeline never selects a checkpoint with ground truth); `recipe` as in `build_callbacks`."""
     loggers = build_loggers(cfg.get("logger"), save_dir=root)
     callbacks = build_callbacks(cfg.get("callbacks"), loggers, checkpoint_dir=root / "checkpoints", extra=extra,
-                                skip=("ema", "model_checkpoint"))
+                                skip=("ema", "model_checkpoint"), recipe=recipe)
     settings = {"max_steps": max_steps, "max_epochs": None, "default_root_dir": str(root), "limit_val_batches": 0,
                 "num_sanity_val_steps": 0, "enable_checkpointing": False, **overrides}
     return build_trainer(cfg, callbacks, loggers, **settings)

@@ -1,20 +1,31 @@
 """`python infer.py ckpt_path=RUN/checkpoints/last.ckpt input_dir=DIR`: instance maps and exports for new images.
 
-The network is rebuilt from the training run's own config (`<run>/.hydra/config.yaml`, beside `checkpoints/`),
-and images get the bit depth and intensity stretch the run trained with (`data.bit_depth`,
-`data.stretch_percentiles`). Every file `read_image` reads is an input (IMAGE_FILE_SUFFIXES); other entries of
+The network is rebuilt from the inference recipe the checkpoint carries (cellseg.callbacks.inference_recipe:
+model, module and data conventions, resolved at training time), so the `.ckpt` file needs nothing beside it;
+checkpoints written before recipes existed fall back to their run folder's `.hydra/config.yaml`. Images get the
+bit depth and intensity stretch the run trained with (`data.bit_depth`, `data.stretch_percentiles`).
+`accelerator` takes Lightning's names (cpu, gpu, cuda, mps, auto).
+
+`python infer.py ckpt_path=... slides='DIR/*.svs'` segments whole-slide images instead (cellseg.inference.
+slide_inference: read at the model's resolution, background skipped, bounded memory, resumable), one folder per
+slide under `<output_dir>/slides/`. Every file `read_image` reads is an input (IMAGE_FILE_SUFFIXES); other entries of
 `input_dir` are listed in a warning. Outputs go to a folder per checkpoint and input folder (configs/infer.yaml).
 """
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+import numpy as np
+import pytorch_lightning as pl
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from cellseg.callbacks.inference_recipe import build_recipe, stored_recipe
 from cellseg.data.intensity import (
     check_bit_depth,
     check_stretch,
@@ -23,10 +34,13 @@ from cellseg.data.intensity import (
     stretch_intensity,
 )
 from cellseg.data.transforms import to_normalised_tensor
+from cellseg.inference.slide_inference import SlideSegmentation, SlideSettings
+from cellseg.inference.slide_reader import SLIDE_SUFFIXES, SlideReader
 from cellseg.inference.writers import write_geojson, write_instance_tiff, write_instances_csv
 from cellseg.pipeline.checks import ConfigError
 from cellseg.tasks.common import run_task
 from cellseg.utils.checkpoints import read_checkpoint
+from cellseg.utils.devices import torch_device
 from cellseg.utils.io import IMAGE_FILE_SUFFIXES, read_image, write_label
 from cellseg.utils.project import CONFIG_DIR, set_project_root_env
 
@@ -35,48 +49,117 @@ OUTPUT_KINDS = ("png", "tiff", "geojson", "csv")
 
 
 def load_run_config(ckpt_path: Path) -> DictConfig:
-    """The training run's config: `<run>/.hydra/config.yaml` of the run folder holding the checkpoint, either
-    `<run>/checkpoints/*.ckpt` or a pipeline stage's `<run>/<stage>/checkpoints/*.ckpt` (COIN rounds, Cyclic)."""
+    """The training run's config, for checkpoints without a recipe: `<run>/.hydra/config.yaml` of the run folder
+    holding the checkpoint, either `<run>/checkpoints/*.ckpt` or a stage's `<run>/<stage>/checkpoints/*.ckpt`."""
     folders = ckpt_path.resolve().parents
     candidates = [folder / ".hydra" / "config.yaml" for folder in list(folders)[1:3]]
     for run_config in candidates:
         if run_config.is_file():
             return OmegaConf.load(run_config)
-    raise FileNotFoundError(f"no run config for checkpoint {ckpt_path} (looked for {', '.join(map(str, candidates))}): "
-                            "expected <run>/checkpoints/*.ckpt or <run>/<stage>/checkpoints/*.ckpt")
+    raise FileNotFoundError(f"checkpoint {ckpt_path} carries no inference recipe and has no run config beside it "
+                            f"(looked for {', '.join(map(str, candidates))}): retrain with this version, or keep the "
+                            "checkpoint in its run folder (<run>/checkpoints/ or <run>/<stage>/checkpoints/)")
 
 
-def load_module_from_checkpoint(ckpt_path: Path, train_cfg: DictConfig):
-    """Rebuild model + LightningModule from the run's config, then load the checkpoint's weights."""
-    net = hydra.utils.instantiate(train_cfg.model)
-    module = hydra.utils.instantiate(train_cfg.method.module, net=net)
-    state = read_checkpoint(ckpt_path, weights_only=False)
-    module.load_state_dict(state["state_dict"])
-    return module.eval()
+def load_inference_model(ckpt_path: Path) -> tuple[pl.LightningModule, dict]:
+    """The LightningModule of a checkpoint, in eval mode, and the recipe it was rebuilt from: the recipe the
+    checkpoint carries (nothing else is read), else one built from the run folder's config."""
+    checkpoint = read_checkpoint(ckpt_path, weights_only=False)
+    recipe = stored_recipe(checkpoint) or build_recipe(load_run_config(ckpt_path))
+    net = hydra.utils.instantiate(recipe["model"])
+    module = hydra.utils.instantiate(recipe["module"], net=net)
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval(), recipe
 
 
 def infer(cfg: DictConfig) -> dict:
+    """Images of `input_dir` or the slides of `slides` (exactly one of the two)."""
+    if (cfg.get("input_dir") is None) == (cfg.get("slides") is None):
+        raise ConfigError("give exactly one of input_dir=<folder of images> and slides=<slide, glob or list>")
+    device = torch_device(cfg.accelerator)
+    module, recipe = load_inference_model(Path(cfg.ckpt_path))
+    module = module.to(device)
+    module.inference.update({k: cfg.infer[k] for k in ("tile", "overlap", "hflip")})
+    if cfg.get("slides") is not None:
+        return infer_slides(cfg, module, recipe)
+    return infer_images(cfg, module, recipe)
+
+
+def infer_images(cfg: DictConfig, module: pl.LightningModule, recipe: dict) -> dict:
     outputs = list(cfg.infer.outputs)
     unknown = sorted(set(outputs) - set(OUTPUT_KINDS))
     if unknown:
         raise ConfigError(f"infer.outputs has {unknown}; expected a subset of {list(OUTPUT_KINDS)}")
     input_dir, out_dir = Path(cfg.input_dir), Path(cfg.paths.output_dir)
     images = input_images(input_dir)
-    train_cfg = load_run_config(Path(cfg.ckpt_path))
-    stretch = check_stretch(train_cfg.data.get("stretch_percentiles"), key="the run's data.stretch_percentiles")
-    bit_depth = check_bit_depth(train_cfg.data.get("bit_depth"), key="the run's data.bit_depth")
-    module = load_module_from_checkpoint(Path(cfg.ckpt_path), train_cfg).to(cfg.accelerator)
-    module.inference.update({k: cfg.infer[k] for k in ("tile", "overlap", "hflip")})
+    stretch, bit_depth = input_conventions(recipe)
+    device = module.device
     depths = []
     for path in tqdm(images, desc="inference"):
         stored = read_image(path)
         image, depth = prepare_image(stored, bit_depth, None, source=path)  # unstretched: the CSV's intensities
         depths.append((stored.dtype.name, depth))
-        label, scores = module.predict_scored_instances(to_normalised_tensor(stretch_intensity(image, stretch)))
+        tensor = to_normalised_tensor(stretch_intensity(image, stretch)).to(device)
+        label, scores = module.predict_scored_instances(tensor)
         write_outputs(out_dir, path.stem, image, label, outputs, cfg.infer, scores)
     log.info(describe_bit_depths(f"input {input_dir}", depths, bit_depth))
     log.info("wrote %s for %d images into %s", ", ".join(outputs), len(images), out_dir)
     return {"images": len(images)}
+
+
+def input_conventions(recipe: dict) -> tuple[tuple[float, float] | None, int | None]:
+    """(stretch percentiles, bit depth) the model trained with."""
+    stretch = check_stretch(recipe["data"].get("stretch_percentiles"), key="the run's data.stretch_percentiles")
+    bit_depth = check_bit_depth(recipe["data"].get("bit_depth"), key="the run's data.bit_depth")
+    return stretch, bit_depth
+
+
+def infer_slides(cfg: DictConfig, module: pl.LightningModule, recipe: dict) -> dict:
+    """Each slide into `<output_dir>/slides/<slide name>/` (resumable; finished slides are skipped)."""
+    slides = input_slides(cfg.slides)
+    stretch, _ = input_conventions(recipe)
+    target_mpp = cfg.infer.mpp if cfg.infer.mpp is not None else recipe["data"].get("mpp")
+    if target_mpp is None:
+        log.warning("neither infer.mpp nor the run's data.mpp is set: slides are segmented at level 0")
+    settings = SlideSettings(**{k: v for k, v in cfg.infer.slide.items() if k not in ("backend", "mpp")},
+                             simplify=float(cfg.infer.geojson.simplify))
+
+    def segment(rgb: np.ndarray):
+        image, _ = prepare_image(rgb, 8, None, source="slide chunk")
+        return module.predict_scored_instances(to_normalised_tensor(stretch_intensity(image, stretch)))
+
+    summaries = {}
+    for path in slides:
+        reader = SlideReader(path, target_mpp=target_mpp, backend=cfg.infer.slide.backend, mpp=cfg.infer.slide.mpp)
+        out = Path(cfg.paths.output_dir) / "slides" / path.stem
+        try:
+            summaries[path.stem] = SlideSegmentation(reader, segment, out, settings, path.stem,
+                                                     recipe_id=str(Path(cfg.ckpt_path).resolve())).run()
+        finally:
+            reader.close()
+        log.info("slide %s: %d nuclei, %d of %d chunks skipped as background -> %s", path.stem,
+                 summaries[path.stem]["nuclei"], summaries[path.stem]["chunks_skipped"],
+                 summaries[path.stem]["chunks"], out)
+    return {"slides": len(slides), "nuclei": sum(s["nuclei"] for s in summaries.values())}
+
+
+def input_slides(spec) -> list[Path]:
+    """Slide paths of `slides=`: a path, a glob or a list of them; one error naming what matched nothing."""
+    patterns = list(spec) if isinstance(spec, list | tuple | ListConfig) else [spec]
+    found = []
+    for pattern in map(str, patterns):
+        matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern))) if glob.has_magic(pattern) \
+            else [Path(pattern).expanduser()]
+        files = [p for p in matches if p.is_file()]
+        if not files:
+            raise FileNotFoundError(f"slides={pattern}: no such slide file; expected a path or a glob of "
+                                    f"whole-slide images ({', '.join(SLIDE_SUFFIXES)})")
+        found.extend(files)
+    stems = [p.stem for p in found]
+    duplicated = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicated:
+        raise ConfigError(f"slides=: several slides are named {duplicated}; their output folders would collide")
+    return found
 
 
 def input_images(input_dir: Path) -> list[Path]:
@@ -102,9 +185,10 @@ def write_outputs(out_dir: Path, image_id: str, image, label, outputs, infer_cfg
         write_instance_tiff(out_dir / "tiff" / f"{image_id}.tif", label, mpp=infer_cfg.get("mpp"))
     if "geojson" in outputs:
         write_geojson(out_dir / "geojson" / f"{image_id}.geojson", label, scores=scores,
-                      simplify=infer_cfg.geojson.simplify)
+                      simplify=infer_cfg.geojson.simplify, mpp=infer_cfg.get("mpp"))
     if "csv" in outputs:
-        write_instances_csv(out_dir / "csv" / f"{image_id}.csv", label, image_id=image_id, image=image, scores=scores)
+        write_instances_csv(out_dir / "csv" / f"{image_id}.csv", label, image_id=image_id, image=image, scores=scores,
+                            mpp=infer_cfg.get("mpp"))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="infer")

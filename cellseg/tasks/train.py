@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from cellseg.callbacks import LastCheckpoint
+from cellseg.callbacks.inference_recipe import build_recipe
 from cellseg.callbacks.last_checkpoint import LAST_NAME
 from cellseg.pipeline.checks import ConfigError, check_monitors, check_supervision
 from cellseg.pipeline.evaluate import predict_and_evaluate
@@ -34,7 +35,7 @@ def build(cfg: DictConfig):
     module = hydra.utils.instantiate(cfg.method.module, net=net)
     datamodule.configure_targets(module.train_target, module.ignore_index, module.uses_val_targets)
     loggers = build_loggers(cfg.get("logger"), resolve_resume(cfg) if cfg.get("train") else None)
-    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks"), loggers), loggers)
+    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks"), loggers, recipe=build_recipe(cfg)), loggers)
     return datamodule, module, trainer
 
 

@@ -74,8 +74,12 @@ def checkpoint_tag(ckpt_path) -> str:
     return _safe_name(f"{name}-{path.stem}-{_path_hash(path)}")
 
 
-def input_tag(input_dir) -> str:
-    """`<input folder name>-<hash of its absolute path>`: two folders of the same name never share outputs."""
+def input_tag(input_dir, slides=None) -> str:
+    """`<input folder name>-<hash of its absolute path>`: two folders of the same name never share outputs;
+    `slides-<hash of the slides= value>` for slide inputs."""
+    if input_dir is None:
+        spec = list(slides) if OmegaConf.is_list(slides) else slides
+        return _safe_name(f"slides-{hashlib.sha256(str(spec).encode()).hexdigest()[:8]}")
     path = Path(str(input_dir)).expanduser()
     return _safe_name(f"{path.resolve().name or 'root'}-{_path_hash(path)}")
 

@@ -176,3 +176,91 @@ def test_eval_refuses_binary_predictions_unless_allowed(trained_run, tmp_path):
                   "allow_class_maps=true")
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert "allow_class_maps=true" in allowed.stdout + allowed.stderr and (tmp_path / "yes" / "metrics.json").is_file()
+
+
+def lone_copy(trained_run: Path, folder: Path) -> Path:
+    """The run's last.ckpt copied alone into `folder` (no run folder, no config beside it)."""
+    folder.mkdir(parents=True)
+    return Path(shutil.copy(trained_run / "checkpoints" / "last.ckpt", folder / "model.ckpt"))
+
+
+def test_infer_needs_nothing_but_the_checkpoint_file(trained_run, tmp_path):
+    inputs = tmp_path / "inputs"
+    small_inputs(inputs, {"a": ".png", "b": ".png"})
+    beside, alone = tmp_path / "beside", tmp_path / "alone"
+    assert infer_outputs(trained_run, inputs, f"hydra.run.dir={beside}").returncode == 0
+    result = run("infer.py", f"ckpt_path={lone_copy(trained_run, tmp_path / 'lone')}", f"input_dir={inputs}",
+                 "infer.tile=256", "infer.overlap=32", "infer.outputs=[png]", f"hydra.run.dir={alone}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("a.png", "b.png"):
+        assert (read_label(alone / "instances" / name) == read_label(beside / "instances" / name)).all()
+
+
+def test_infer_falls_back_to_the_run_config_for_a_checkpoint_without_recipe(trained_run, tmp_path):
+    import torch
+
+    from cellseg.callbacks.inference_recipe import RECIPE_KEY
+
+    old_run = tmp_path / "old_run"
+    shutil.copytree(trained_run / ".hydra", old_run / ".hydra")
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)
+    del checkpoint[RECIPE_KEY]
+    (old_run / "checkpoints").mkdir()
+    torch.save(checkpoint, old_run / "checkpoints" / "last.ckpt")
+    inputs = tmp_path / "inputs"
+    small_inputs(inputs, {"a": ".png"})
+    assert infer_outputs(old_run, inputs, f"hydra.run.dir={tmp_path / 'out'}").returncode == 0
+    torch.save(checkpoint, tmp_path / "alone.ckpt")  # no recipe and no run folder: one error saying both
+    result = run("infer.py", f"ckpt_path={tmp_path / 'alone.ckpt'}", f"input_dir={inputs}",
+                 f"hydra.run.dir={tmp_path / 'out2'}")
+    assert result.returncode != 0 and "carries no inference recipe" in result.stderr
+
+
+def test_infer_segments_a_slide_in_slide_coordinates_and_skips_it_when_done(trained_run, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from cellseg.inference.pyramid import write_pyramidal_tiff
+
+    tiles = [read_image(p) for p in sorted((SAMPLE_TEST / "images").glob("*.png"))[:2]]
+    canvas = np.full((900, 1100, 3), 242, dtype=np.uint8)  # two sample tiles on glass
+    canvas[50:434, 80:464], canvas[480:864, 640:1024] = tiles
+    slide = tmp_path / "slides" / "case01.tif"
+    write_pyramidal_tiff(slide, canvas, mpp=0.25, levels=2)
+    out = tmp_path / "out"
+    overrides = (f"ckpt_path={lone_copy(trained_run, tmp_path / 'lone')}", f"slides={tmp_path / 'slides'}/*.tif",
+                 f"hydra.run.dir={out}", "infer.tile=256", "infer.overlap=32", "infer.slide.chunk=448",
+                 "infer.slide.margin=32")
+    result = run("infer.py", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = out / "slides" / "case01"
+    summary = json.loads((folder / "done.json").read_text())
+    assert summary["identity"]["target_mpp"] == 0.25  # the model's data.mpp, from the checkpoint's recipe
+    assert 0 < summary["chunks_skipped"] < summary["chunks"]
+    features = json.loads((folder / "case01.geojson").read_text())["features"]
+    assert len(features) == summary["nuclei"] > 0
+    table = pd.read_csv(folder / "case01.csv")
+    assert table.centroid_x.between(0, 1100).all() and table.centroid_y.between(0, 900).all()
+    assert (table.area_um2 == table.area * 0.25**2).all()
+    again = run("infer.py", *overrides)
+    assert again.returncode == 0 and ": done in " in again.stdout + again.stderr  # finished: not redone
+    assert json.loads((folder / "done.json").read_text()) == summary
+
+
+def test_infer_takes_exactly_one_kind_of_input(trained_run, tmp_path):
+    ckpt = f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}"
+    both = run("infer.py", ckpt, f"input_dir={SAMPLE_TEST / 'images'}", f"slides={tmp_path}/*.svs",
+               f"hydra.run.dir={tmp_path / 'a'}")
+    assert both.returncode != 0 and "exactly one of input_dir" in both.stderr
+    nothing = run("infer.py", ckpt, f"slides={tmp_path}/*.svs", f"hydra.run.dir={tmp_path / 'b'}")
+    assert nothing.returncode != 0 and "no such slide file" in nothing.stderr
+
+
+def test_infer_accepts_lightning_accelerator_names(trained_run, tmp_path):
+    import torch
+
+    result = infer_outputs(trained_run, SAMPLE_TEST / "images", "accelerator=gpu", f"hydra.run.dir={tmp_path / 'o'}")
+    if torch.cuda.is_available():
+        assert result.returncode == 0, result.stderr[-3000:]
+    else:
+        assert result.returncode != 0 and "accelerator=gpu, but no CUDA device is visible" in result.stderr

@@ -7,6 +7,7 @@ import ast
 import inspect
 import json
 import math
+import shutil
 from pathlib import Path
 
 import hydra
@@ -26,6 +27,7 @@ from cellseg.metrics.pseudo_labels import pseudo_label_quality, summarise_qualit
 from cellseg.pipeline import coin as coin_pipeline
 from cellseg.pipeline.coin import CoinPipeline, coin_plan, max_steps_for
 from cellseg.pipeline.stage import Stage
+from cellseg.tasks.infer import load_inference_model
 from cellseg.utils.io import read_label
 
 torch.set_num_threads(1)
@@ -82,6 +84,17 @@ def test_two_rounds_create_every_stage_with_chained_hashes(tmp_path, data_root, 
         for instance_id in (i for i in np.unique(first) if 0 < i < IGNORE):
             kept = np.unique(second[first == instance_id])
             assert len(kept) == 1 and 0 < kept[0] < IGNORE
+
+    # a round's checkpoint alone (no run folder beside it) rebuilds the round's EMA network for inference
+    lone = tmp_path / "lone" / "round2.ckpt"
+    lone.parent.mkdir()
+    shutil.copy(Path(records["train_2"]["summary"]["checkpoint"]), lone)
+    module, _ = load_inference_model(lone)
+    stage = Stage("train", 2, run / "train_2", records["train_2"]["config"], records["train_2"]["inputs"],
+                  summary=records["train_2"]["summary"])
+    reference = CoinPipeline(cfg).trained_module(stage).eval()
+    image = torch.rand(3, 64, 64)
+    np.testing.assert_array_equal(module.predict_instances(image), reference.predict_instances(image))
 
     before = {key: (run / key / "done.json").stat().st_mtime_ns for key in STAGES_T2}
     trainers, original = [], CoinPipeline.build_trainer

@@ -82,11 +82,12 @@ def test_cyclic_killed_mid_loop_resumes_to_identical_files(tmp_path):
     assert differences == []
     assert identical > 0 and (killed / "metrics.json").is_file()
 
-    # infer.py runs the final detector like any other method's checkpoint
-    predictions = tmp_path / "predictions"
+    # infer.py runs the final detector like any other method's checkpoint, from the .ckpt file alone
+    predictions, lone = tmp_path / "predictions", tmp_path / "lone" / "detector.ckpt"
+    lone.parent.mkdir()
+    shutil.copy(killed / "detector_1" / "checkpoints" / "last.ckpt", lone)
     images = Path(overrides[2].split("=", 1)[1]) / "Synth" / "test" / "images"
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "infer.py"),
-                             f"ckpt_path={killed / 'detector_1' / 'checkpoints' / 'last.ckpt'}",
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "infer.py"), f"ckpt_path={lone}",
                              f"input_dir={images}", f"hydra.run.dir={predictions}"],
                             env=environment(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
