@@ -142,5 +142,6 @@ def set_run_status(output_dir: Path, status: str, error: str | None = None) -> N
     write_json(path, info)
 
 
-# Absolute, so the entry points find the configs whatever the working directory or import path.
-CONFIG_DIR = str(PACKAGE_ROOT / "configs")
+# Absolute, so the entry points find the configs whatever the working directory or import path: the package's
+# `configs` (a link to the checkout's top-level configs/, a copy inside an installed wheel).
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
