@@ -264,3 +264,26 @@ def test_infer_accepts_lightning_accelerator_names(trained_run, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
     else:
         assert result.returncode != 0 and "accelerator=gpu, but no CUDA device is visible" in result.stderr
+
+
+def test_infer_runs_one_job_per_slide_through_the_submitit_launcher(trained_run, tmp_path):
+    import numpy as np
+
+    from cellseg.inference.pyramid import write_pyramidal_tiff
+
+    tile = read_image(sorted((SAMPLE_TEST / "images").glob("*.png"))[0])
+    names = ("left", "right")
+    for k, name in enumerate(names):
+        canvas = np.full((512, 640, 3), 242, dtype=np.uint8)
+        canvas[64:448, 40 + 200 * k:424 + 200 * k] = tile
+        write_pyramidal_tiff(tmp_path / f"{name}.tif", canvas, mpp=0.25, levels=1)
+    logs = tmp_path / "logs"
+    slides = ",".join(str(tmp_path / f"{name}.tif") for name in names)
+    command = ("infer.py", "-m", "hydra/launcher=submitit_local", f"slides={slides}", f"paths.log_dir={logs}",
+               f"ckpt_path={lone_copy(trained_run, tmp_path / 'lone')}", "infer.tile=256", "infer.overlap=32",
+               "infer.slide.chunk=448", "infer.slide.margin=32")
+    result = run(*command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    done = sorted((logs / "infer" / "runs").glob("*/slides-*/slides/*/done.json"))
+    assert sorted(p.parent.name for p in done) == sorted(names)
+    assert len({p.parents[2] for p in done}) == 2 and len({p.parents[3] for p in done}) == 1  # a folder per job
