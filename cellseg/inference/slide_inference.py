@@ -1,6 +1,7 @@
 """Whole-slide instance segmentation in bounded memory, streamed to disk and resumable (docs/framework.md#whole-slide-inference).
 
-The analysis grid of a slide (`SlideReader`: the slide at the model's resolution) is cut into *chunks*: windows
+The analysis grid of a slide (`SlideReader`: the slide at the model's resolution), or of its region of interest
+(`roi`, level-0 px), is cut into *chunks*: windows
 of `chunk + 2 * margin` px overlapping by `2 * margin`, the last one flush with the slide border. They are the
 tiles of `tile_grid` at that size, so the stitching rule of `cellseg.inference.stitching` applies unchanged:
 each chunk owns a central region, the owned regions partition the slide, and a chunk keeps the instances whose
@@ -55,6 +56,7 @@ class SlideSettings:
     num_workers: int = 0         # DataLoader workers reading chunks
     simplify: float = 0.5        # GeoJSON contour simplification (px)
     overlay: bool = True         # thumbnail.png + overlay.png
+    roi: tuple[int, int, int, int] | None = None  # (x, y, width, height) in level-0 px: segment only this region
 
     def check(self) -> None:
         if self.margin < 0 or self.chunk < 1:
@@ -62,6 +64,23 @@ class SlideSettings:
         check_tiling(self.chunk + 2 * self.margin, 2 * self.margin, pad_multiple=32, key="infer.slide.chunk + 2 * margin: ")
         if not 0 <= self.min_tissue <= 1:
             raise ValueError(f"infer.slide.min_tissue={self.min_tissue}; expected a fraction in [0, 1]")
+        if self.roi is not None and (len(self.roi) != 4 or min(self.roi[2:]) < 1 or min(self.roi[:2]) < 0):
+            raise ValueError(f"infer.slide.roi={list(self.roi)}; expected [x, y, width, height] in level-0 pixels, "
+                             "x, y >= 0 and width, height >= 1")
+
+
+def region_of_interest(settings: SlideSettings, shape: tuple[int, int], scale: float) -> tuple[int, int, int, int]:
+    """(top, left, height, width) on the analysis grid of `settings.roi` (the whole grid without one), clipped
+    to the slide; a region outside the slide raises ValueError."""
+    if settings.roi is None:
+        return 0, 0, *shape
+    x, y, width, height = settings.roi
+    top, left = math.floor(y / scale), math.floor(x / scale)
+    bottom, right = min(math.ceil((y + height) / scale), shape[0]), min(math.ceil((x + width) / scale), shape[1])
+    if top >= bottom or left >= right:
+        raise ValueError(f"infer.slide.roi={list(settings.roi)} lies outside the slide "
+                         f"({shape[1] * scale:.0f} x {shape[0] * scale:.0f} level-0 px)")
+    return top, left, bottom - top, right - left
 
 
 def chunk_grid(shape: tuple[int, int], settings: SlideSettings) -> tuple[TileGrid, list[tuple[slice, slice]]]:
@@ -82,10 +101,11 @@ def tissue_fractions(mask: np.ndarray, factor: float, owned: list[tuple[slice, s
 
 
 class ChunkDataset(torch.utils.data.Dataset):
-    """(chunk index, RGB uint8 window) of the chunks to process; the reader reopens the slide in each worker."""
+    """(chunk index, RGB uint8 window) of the chunks to process, `grid` placed at `origin` (row, col) of the
+    analysis grid; the reader reopens the slide in each worker."""
 
-    def __init__(self, reader: SlideReader, grid: TileGrid, indices: list[int]) -> None:
-        self.reader, self.indices = reader, indices
+    def __init__(self, reader: SlideReader, grid: TileGrid, indices: list[int], origin: tuple[int, int] = (0, 0)):
+        self.reader, self.indices, self.origin = reader, indices, origin
         self.windows = list(grid.windows())
         self.shape = grid.image_shape
 
@@ -96,7 +116,7 @@ class ChunkDataset(torch.utils.data.Dataset):
         index = self.indices[k]
         rows, cols = self.windows[index]
         height, width = min(rows.stop, self.shape[0]) - rows.start, min(cols.stop, self.shape[1]) - cols.start
-        return index, self.reader.read(rows.start, cols.start, height, width)
+        return index, self.reader.read(self.origin[0] + rows.start, self.origin[1] + cols.start, height, width)
 
 
 def kept_instances(labels: np.ndarray, scores: dict | None, origin: tuple[int, int], shape: tuple[int, int],
@@ -125,9 +145,12 @@ class SlideSegmentation:
         settings.check()
         self.reader, self.segment, self.out_dir, self.settings = reader, segment, Path(out_dir), settings
         self.slide_id = slide_id
-        self.identity = {"slide": str(reader.path), "settings": asdict(settings), "recipe": recipe_id,
-                         "target_mpp": reader.geometry.target_mpp, "slide_mpp": reader.geometry.slide_mpp}
-        self.grid, self.owned = chunk_grid(reader.shape, settings)
+        identity = {"slide": str(reader.path), "settings": asdict(settings), "recipe": recipe_id,
+                    "target_mpp": reader.geometry.target_mpp, "slide_mpp": reader.geometry.slide_mpp}
+        self.identity = json.loads(json.dumps(identity))  # as done.json stores it (tuples become lists)
+        top, left, height, width = region_of_interest(settings, reader.shape, reader.geometry.scale)
+        self.origin, self.shape = (top, left), (height, width)
+        self.grid, self.owned = chunk_grid(self.shape, settings)
         self.windows = list(self.grid.windows())
         self.parts = self.out_dir / PARTS_DIR
 
@@ -144,12 +167,12 @@ class SlideSegmentation:
         start, cpu_start = time.perf_counter(), time.process_time()
         thumbnail, factor = self.reader.thumbnail(self.settings.tissue_side)
         mask = tissue_mask(thumbnail) if self.settings.min_tissue > 0 else np.ones(thumbnail.shape[:2], bool)
-        fractions = tissue_fractions(mask, factor, self.owned)
+        fractions = tissue_fractions(mask, factor, [self.on_slide(region) for region in self.owned])
         minimum = self.settings.min_tissue
         with_tissue = [i for i, f in enumerate(fractions) if minimum == 0 or (f > 0 and f >= minimum)]
         todo = [i for i in with_tissue if not self.part_path(i, ".csv").is_file()]
         log.info("slide %s: %d x %d analysis px at %s µm/px, %d chunks, %d with tissue, %d to do", self.slide_id,
-                 *self.reader.shape, self.reader.geometry.target_mpp, len(self.owned), len(with_tissue), len(todo))
+                 *self.shape, self.reader.geometry.target_mpp, len(self.owned), len(with_tissue), len(todo))
         for index, window in tqdm(self.chunks(todo), total=len(todo), desc=f"slide {self.slide_id}", unit="chunk",
                                   disable=not progress):
             self.process_chunk(index, window)
@@ -157,7 +180,8 @@ class SlideSegmentation:
         if self.settings.overlay:
             self.write_overlay(thumbnail, factor)
         summary = {
-            "identity": self.identity, "slide_id": self.slide_id, "analysis_shape": list(self.reader.shape),
+            "identity": self.identity, "slide_id": self.slide_id, "analysis_shape": list(self.shape),
+            "analysis_origin": list(self.origin),
             "scale": self.reader.geometry.scale, "chunks": len(self.owned), "chunks_with_tissue": len(with_tissue),
             "chunks_skipped": len(self.owned) - len(with_tissue), "chunks_this_run": len(todo), "nuclei": nuclei,
             "wall_s_this_run": time.perf_counter() - start, "cpu_s_this_run": time.process_time() - cpu_start,
@@ -176,11 +200,16 @@ class SlideSegmentation:
         if not settings_file.is_file():
             write_json(settings_file, self.identity)
 
+    def on_slide(self, region: tuple[slice, slice]) -> tuple[slice, slice]:
+        """A region of the chunk grid in analysis-grid coordinates of the whole slide."""
+        (top, left), (rows, cols) = self.origin, region
+        return slice(rows.start + top, rows.stop + top), slice(cols.start + left, cols.stop + left)
+
     def part_path(self, index: int, suffix: str) -> Path:
         return self.parts / f"chunk{index:06d}{suffix}"
 
     def chunks(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
-        loader = torch.utils.data.DataLoader(ChunkDataset(self.reader, self.grid, indices), batch_size=None,
+        loader = torch.utils.data.DataLoader(ChunkDataset(self.reader, self.grid, indices, self.origin), batch_size=None,
                                              num_workers=self.settings.num_workers)
         yield from loader
 
@@ -189,10 +218,9 @@ class SlideSegmentation:
         window = np.asarray(window)
         rows, cols = self.windows[index]
         labels, scores = self.segment(window)
-        kept, kept_scores = kept_instances(labels, scores, (rows.start, cols.start), self.reader.shape,
-                                           self.owned[index])
+        kept, kept_scores = kept_instances(labels, scores, (rows.start, cols.start), self.shape, self.owned[index])
         scale, mpp = self.reader.geometry.scale, self.reader.geometry.target_mpp
-        offset = (float(cols.start), float(rows.start))
+        offset = (float(self.origin[1] + cols.start), float(self.origin[0] + rows.start))
         features = instances_to_geojson(kept, scores=kept_scores, simplify=self.settings.simplify,
                                         offset_xy=offset, scale=scale, mpp=mpp)["features"]
         table = instances_table(kept, self.slide_id, image=window, scores=kept_scores, mpp=mpp, offset_xy=offset,

@@ -121,7 +121,9 @@ def infer_slides(cfg: DictConfig, module: pl.LightningModule, recipe: dict) -> d
     target_mpp = cfg.infer.mpp if cfg.infer.mpp is not None else recipe["data"].get("mpp")
     if target_mpp is None:
         log.warning("neither infer.mpp nor the run's data.mpp is set: slides are segmented at level 0")
-    settings = SlideSettings(**{k: v for k, v in cfg.infer.slide.items() if k not in ("backend", "mpp")},
+    options = {k: v for k, v in cfg.infer.slide.items() if k not in ("backend", "mpp", "roi")}
+    roi = cfg.infer.slide.get("roi")
+    settings = SlideSettings(**options, roi=tuple(int(v) for v in roi) if roi is not None else None,
                              simplify=float(cfg.infer.geojson.simplify))
 
     def segment(rgb: np.ndarray):

@@ -74,6 +74,24 @@ def test_chunked_slide_equals_the_untiled_segmentation(border_slide, tmp_path):
     assert list(table["instance_id"]) == list(range(1, count + 1))
 
 
+def test_a_region_of_interest_is_segmented_alone_in_slide_coordinates(border_slide, tmp_path):
+    path, image = border_slide
+    x, y, width, height = 150, 90, 430, 380
+    settings = SlideSettings(chunk=192, margin=32, min_tissue=0.0, overlay=False, roi=(x, y, width, height))
+    summary = run_slide(path, tmp_path / "out", settings)
+    assert summary["analysis_origin"] == [y, x] and summary["analysis_shape"] == [height, width]
+    labels, count = ndi.label(image[y:y + height, x:x + width].mean(axis=-1) < 128)
+    centroids = ndi.center_of_mass(np.ones_like(labels), labels, range(1, count + 1))
+    table = pd.read_csv(tmp_path / "out" / "slide.csv")
+    got = sorted(zip(table["centroid_x"].round(6), table["centroid_y"].round(6), strict=True))
+    assert got == sorted((round(c + 0.5 + x, 6), round(r + 0.5 + y, 6)) for r, c in centroids)
+    calls = []
+    run_slide(path, tmp_path / "out", settings, segment=lambda rgb: calls.append(1) or dark_components(rgb))
+    assert calls == []  # done.json matched, roi included: nothing segmented again
+    with pytest.raises(ValueError, match="outside the slide"):
+        run_slide(path, tmp_path / "far", SlideSettings(chunk=192, margin=32, roi=(5000, 0, 10, 10)))
+
+
 def test_slide_coordinates_and_micrometres_at_a_coarser_analysis_resolution(tmp_path):
     centres = [(200, 240), (520, 610), (903, 130)]
     image = disc_slide(1100, 900, centres, diameter=40)  # 40 px at 0.25 µm/px = 10 µm
