@@ -6,23 +6,19 @@ checkpoints written before recipes existed fall back to their run folder's `.hyd
 bit depth and intensity stretch the run trained with (`data.bit_depth`, `data.stretch_percentiles`).
 `accelerator` takes Lightning's names (cpu, gpu, cuda, mps, auto).
 
-`python infer.py ckpt_path=... slides='DIR/*.svs'` segments whole-slide images instead (cellseg.inference.
-slide_inference: read at the model's resolution, background skipped, bounded memory, resumable), one folder per
-slide under `<output_dir>/slides/`. Every file `read_image` reads is an input (IMAGE_FILE_SUFFIXES); other entries of
-`input_dir` are listed in a warning. Outputs go to a folder per checkpoint and input folder (configs/infer.yaml).
+Every file `read_image` reads is an input (IMAGE_FILE_SUFFIXES); other entries of `input_dir` are listed in a
+warning. Outputs go to a folder per checkpoint and input (configs/hydra/infer.yaml). `slides=...` instead of
+`input_dir=...` segments whole-slide images (cellseg/tasks/infer_slides.py).
 """
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 from pathlib import Path
 
 import hydra
-import numpy as np
 import pytorch_lightning as pl
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from cellseg.callbacks.inference_recipe import build_recipe, stored_recipe
@@ -34,11 +30,10 @@ from cellseg.data.intensity import (
     stretch_intensity,
 )
 from cellseg.data.transforms import to_normalised_tensor
-from cellseg.inference.slide_inference import SlideSegmentation, SlideSettings
-from cellseg.inference.slide_reader import SLIDE_SUFFIXES, SlideReader
 from cellseg.inference.writers import write_geojson, write_instance_tiff, write_instances_csv
 from cellseg.pipeline.checks import ConfigError
 from cellseg.tasks.common import run_task
+from cellseg.tasks.infer_slides import infer_slides
 from cellseg.utils.checkpoints import read_checkpoint
 from cellseg.utils.devices import torch_device
 from cellseg.utils.io import IMAGE_FILE_SUFFIXES, read_image, write_label
@@ -81,7 +76,7 @@ def infer(cfg: DictConfig) -> dict:
     module = module.to(device)
     module.inference.update({k: cfg.infer[k] for k in ("tile", "overlap", "hflip")})
     if cfg.get("slides") is not None:
-        return infer_slides(cfg, module, recipe)
+        return infer_slides(cfg, module, stretch=input_conventions(recipe)[0], model_mpp=recipe["data"].get("mpp"))
     return infer_images(cfg, module, recipe)
 
 
@@ -112,56 +107,6 @@ def input_conventions(recipe: dict) -> tuple[tuple[float, float] | None, int | N
     stretch = check_stretch(recipe["data"].get("stretch_percentiles"), key="the run's data.stretch_percentiles")
     bit_depth = check_bit_depth(recipe["data"].get("bit_depth"), key="the run's data.bit_depth")
     return stretch, bit_depth
-
-
-def infer_slides(cfg: DictConfig, module: pl.LightningModule, recipe: dict) -> dict:
-    """Each slide into `<output_dir>/slides/<slide name>/` (resumable; finished slides are skipped)."""
-    slides = input_slides(cfg.slides)
-    stretch, _ = input_conventions(recipe)
-    target_mpp = cfg.infer.mpp if cfg.infer.mpp is not None else recipe["data"].get("mpp")
-    if target_mpp is None:
-        log.warning("neither infer.mpp nor the run's data.mpp is set: slides are segmented at level 0")
-    options = {k: v for k, v in cfg.infer.slide.items() if k not in ("backend", "mpp", "roi")}
-    roi = cfg.infer.slide.get("roi")
-    settings = SlideSettings(**options, roi=tuple(int(v) for v in roi) if roi is not None else None,
-                             simplify=float(cfg.infer.geojson.simplify))
-
-    def segment(rgb: np.ndarray):
-        image, _ = prepare_image(rgb, 8, None, source="slide chunk")
-        return module.predict_scored_instances(to_normalised_tensor(stretch_intensity(image, stretch)))
-
-    summaries = {}
-    for path in slides:
-        reader = SlideReader(path, target_mpp=target_mpp, backend=cfg.infer.slide.backend, mpp=cfg.infer.slide.mpp)
-        out = Path(cfg.paths.output_dir) / "slides" / path.stem
-        try:
-            summaries[path.stem] = SlideSegmentation(reader, segment, out, settings, path.stem,
-                                                     recipe_id=str(Path(cfg.ckpt_path).resolve())).run()
-        finally:
-            reader.close()
-        log.info("slide %s: %d nuclei, %d of %d chunks skipped as background -> %s", path.stem,
-                 summaries[path.stem]["nuclei"], summaries[path.stem]["chunks_skipped"],
-                 summaries[path.stem]["chunks"], out)
-    return {"slides": len(slides), "nuclei": sum(s["nuclei"] for s in summaries.values())}
-
-
-def input_slides(spec) -> list[Path]:
-    """Slide paths of `slides=`: a path, a glob or a list of them; one error naming what matched nothing."""
-    patterns = list(spec) if isinstance(spec, list | tuple | ListConfig) else [spec]
-    found = []
-    for pattern in map(str, patterns):
-        matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern))) if glob.has_magic(pattern) \
-            else [Path(pattern).expanduser()]
-        files = [p for p in matches if p.is_file()]
-        if not files:
-            raise FileNotFoundError(f"slides={pattern}: no such slide file; expected a path or a glob of "
-                                    f"whole-slide images ({', '.join(SLIDE_SUFFIXES)})")
-        found.extend(files)
-    stems = [p.stem for p in found]
-    duplicated = sorted({s for s in stems if stems.count(s) > 1})
-    if duplicated:
-        raise ConfigError(f"slides=: several slides are named {duplicated}; their output folders would collide")
-    return found
 
 
 def input_images(input_dir: Path) -> list[Path]:
