@@ -28,6 +28,7 @@ BACKENDS = ("auto", "tiffslide", "openslide")
 TIFFSLIDE_SUFFIXES = (".tif", ".tiff", ".svs")
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide")
 MPP_PROPERTIES = ("openslide.mpp-x", "tiffslide.mpp-x")
+THUMBNAIL_STRIP = 256  # thumbnail rows read at a time
 UM_PER_UNIT = {"CENTIMETER": 1.0e4, "INCH": 25_400.0, 3: 1.0e4, 2: 25_400.0}
 
 
@@ -146,22 +147,34 @@ class SlideReader:
 
     def read(self, top: int, left: int, height: int, width: int, scale: float | None = None) -> np.ndarray:
         """uint8 RGB (height, width, 3) of the grid at `scale` level-0 px per pixel (default: the analysis
-        grid) from pixel (top, left); transparent or out-of-slide pixels come out white."""
+        grid) from pixel (top, left); transparent pixels come out white, and the last level pixel is repeated where
+        resampling reaches past the slide's border."""
         scale = self.geometry.scale if scale is None else scale
         level = self.level_for(scale)
-        step = scale / self.downsamples[level]  # level pixels per output pixel (>= 1)
+        step = scale / self.downsamples[level]  # level pixels per output pixel (< 1: upsampling)
         x0, y0 = left * step, top * step  # output region in level coordinates
         x1, y1 = (left + width) * step, (top + height) * step
         exact = abs(step - 1) < 1e-9 and float(x0).is_integer() and float(y0).is_integer()
-        rx, ry = (int(x0), int(y0)) if exact else (math.floor(x0), math.floor(y0))
-        rw, rh = (width, height) if exact else (math.ceil(x1) - rx, math.ceil(y1) - ry)
-        down = self.downsamples[level]
-        region = self.slide.read_region((round(rx * down), round(ry * down)), level, (max(rw, 1), max(rh, 1)))
-        region = _on_white(region)
+        pad = 0 if exact else math.ceil(step) + 1  # the resampling filter's support beyond the box
+        rx, ry = math.floor(x0) - pad, math.floor(y0) - pad
+        rw, rh = (width, height) if exact else (math.ceil(x1) + pad - rx, math.ceil(y1) + pad - ry)
+        region = self._read_level(level, rx, ry, rw, rh)
         if not exact:
             region = region.resize((width, height), Image.Resampling.BILINEAR,
                                    box=(x0 - rx, y0 - ry, x1 - rx, y1 - ry))
         return np.array(region, dtype=np.uint8)  # a writable copy (PIL's buffer is read-only)
+
+    def _read_level(self, level: int, x: int, y: int, width: int, height: int) -> Image.Image:
+        """RGB region of `level` at level coordinates (x, y); the part outside the level repeats its edge."""
+        level_width, level_height = self.slide.level_dimensions[level]
+        x0, y0 = min(max(x, 0), level_width - 1), min(max(y, 0), level_height - 1)
+        x1, y1 = max(min(x + width, level_width), x0 + 1), max(min(y + height, level_height), y0 + 1)
+        down = self.downsamples[level]
+        region = _on_white(self.slide.read_region((round(x0 * down), round(y0 * down)), level, (x1 - x0, y1 - y0)))
+        if (x0, y0, x1, y1) == (x, y, x + width, y + height):
+            return region
+        padding = ((y0 - y, y + height - y1), (x0 - x, x + width - x1), (0, 0))
+        return Image.fromarray(np.pad(np.asarray(region), padding, mode="edge"))
 
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
         """The analysis grid downsampled to at most `max_side` px a side, and its factor (analysis px per
@@ -169,7 +182,10 @@ class SlideReader:
         height, width = self.shape
         factor = max(1.0, max(height, width) / max_side)
         size = max(1, math.floor(height / factor)), max(1, math.floor(width / factor))
-        return self.read(0, 0, size[0], size[1], scale=self.geometry.scale * factor), factor
+        scale = self.geometry.scale * factor
+        strips = [self.read(top, 0, min(THUMBNAIL_STRIP, size[0] - top), size[1], scale=scale)
+                  for top in range(0, size[0], THUMBNAIL_STRIP)]  # strips: bounded memory without a pyramid
+        return np.concatenate(strips), factor
 
 
 def _on_white(region: Image.Image) -> Image.Image:

@@ -99,3 +99,24 @@ def test_tissue_mask_separates_stained_tissue_from_glass():
     thumbnail[10:40, 20:50] = (150, 60, 160)  # purple tissue
     mask = tissue_mask(thumbnail)
     assert mask[10:40, 20:50].all() and mask.sum() == 30 * 30
+
+
+def test_resampling_at_the_slide_border_repeats_the_edge_pixel(generic_tiff, image):
+    reader = SlideReader(generic_tiff, target_mpp=0.375)  # 900 / 1.5 = 600 columns, the last one at the border
+    edge = reader.read(0, 590, 40, 10).astype(int)
+    expected = np.asarray(Image.fromarray(image).resize((600, 466), Image.Resampling.BILINEAR,
+                                                        box=(0, 0, 900, 699)), dtype=int)[:40, 590:600]
+    assert np.abs(edge - expected).max() <= 2  # no black (out-of-slide) pixels blended in
+
+
+def test_thumbnail_is_read_in_strips_to_the_same_image(generic_tiff, image):
+    reader = SlideReader(generic_tiff, target_mpp=0.25)
+    thumbnail, factor = reader.thumbnail(max_side=600)  # 466 rows: two strips, resampled at 1.5 px
+    assert factor == 1.5 and thumbnail.shape == (466, 600, 3)
+    np.testing.assert_array_equal(thumbnail, reader.read(0, 0, 466, 600, scale=1.5))
+
+
+def test_a_region_is_resampled_as_the_same_part_of_the_whole_grid(generic_tiff):
+    reader = SlideReader(generic_tiff, target_mpp=0.375)
+    whole = reader.read(0, 0, *reader.shape)
+    np.testing.assert_array_equal(reader.read(101, 203, 57, 66), whole[101:158, 203:269])
