@@ -2,7 +2,8 @@
 peak memory against slide size, and agreement with a tile predicted alone.
 
     python benchmarks/slide_inference.py --ckpt RUN/checkpoints/last.ckpt [--sizes 10000 20000]
-                                         [--output logs/bench_slides] [--data-root ../shared/data] [overrides]
+                                         [--output logs/bench_slides] [--data-root ../shared/data] [--skip-run]
+                                         [overrides]
 
 Per size S, the script writes `<output>/slide_<S>.tif`: an S x S RGB canvas of glass (RGB 242, 240, 245) on
 which MoNuSeg test images (1000 x 1000, 0.25 µm/px) are laid on a grid with 500 px gutters, only in the cells
@@ -18,7 +19,10 @@ megapixels per minute (whole slide and tissue chunks only), wall and CPU minutes
 Agreement: the first MoNuSeg tile of the slide (the probe) is read back from the slide, predicted alone by
 `infer.py input_dir=...`, and both GeoJSONs are rasterised the same way (polygon fill at pixel centres) over the
 probe's area: AJI(alone, slide) is printed (target >= 0.99). Slide nuclei are those whose centroid lies in the
-probe; nuclei cut by the probe's border differ by design (the slide gives them their neighbours' context).
+probe. Beside it, the model's own sensitivity to where it sees a tile: AJI between the probe's instance maps
+predicted alone and inside a 300 px glass border (no slide code involved); the slide cannot agree with the
+alone prediction better than the model agrees with itself. `--skip-run` reuses the slides and run folders of an
+earlier call (wall and CPU from `done.json`, peak RSS from `bench.json` when the run wrote one).
 The data root defaults to $CELLSEG_TEST_DATA, else ../shared/data beside the checkout.
 """
 
@@ -49,17 +53,28 @@ RSS_WRAPPER = ("import resource, subprocess, sys; code = subprocess.run(sys.argv
                "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
 
 
-def build_slide(path: Path, size: int, tiles: list[np.ndarray]) -> tuple[int, int]:
-    """Write the synthetic slide; returns the (row, col) of the probe tile (the first one laid)."""
-    canvas = np.lib.format.open_memmap(path.with_suffix(".npy"), mode="w+", dtype=np.uint8, shape=(size, size, 3))
-    canvas[:] = GLASS
+def tile_origins(size: int) -> list[tuple[int, int]]:
+    """(row, col) of every MoNuSeg tile of a slide of `size`: grid cells inside the central ellipse."""
     step, placed = TILE + GUTTER, []
     for row in range(GUTTER, size - TILE, step):
         for col in range(GUTTER, size - TILE, step):
             y, x = (row + TILE / 2 - size / 2) / (0.36 * size), (col + TILE / 2 - size / 2) / (0.42 * size)
             if x * x + y * y <= 1:
-                canvas[row:row + TILE, col:col + TILE] = tiles[len(placed) % len(tiles)]
                 placed.append((row, col))
+    return placed
+
+
+def first_tile_origin(size: int) -> tuple[int, int]:
+    return tile_origins(size)[0]
+
+
+def build_slide(path: Path, size: int, tiles: list[np.ndarray]) -> tuple[int, int]:
+    """Write the synthetic slide; returns the (row, col) of the probe tile (the first one laid)."""
+    canvas = np.lib.format.open_memmap(path.with_suffix(".npy"), mode="w+", dtype=np.uint8, shape=(size, size, 3))
+    canvas[:] = GLASS
+    placed = tile_origins(size)
+    for k, (row, col) in enumerate(placed):
+        canvas[row:row + TILE, col:col + TILE] = tiles[k % len(tiles)]
     canvas.flush()
     write_pyramidal_tiff(path, canvas, mpp=MPP, levels=4, tile=256)
     del canvas
@@ -119,27 +134,38 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=128)
     parser.add_argument("--chunk", type=int, default=2048)
     parser.add_argument("--margin", type=int, default=128)
+    parser.add_argument("--no-hflip", dest="hflip", action="store_false", help="infer.hflip=false (2x faster)")
+    parser.add_argument("--skip-run", action="store_true", help="reuse the slides and runs under --output")
     args, overrides = parser.parse_known_args()
     images = sorted((args.data_root / "MoNuSeg" / "test" / "images").glob("*.png"))
     if not images:
         raise SystemExit(f"no MoNuSeg test images under {args.data_root / 'MoNuSeg' / 'test' / 'images'}")
     tiles = [read_image(p)[:TILE, :TILE, :3] for p in images]
     args.output.mkdir(parents=True, exist_ok=True)
-    settings = [f"infer.tile={args.tile}", f"infer.overlap={args.overlap}", f"infer.slide.chunk={args.chunk}",
-                f"infer.slide.margin={args.margin}", *overrides]
+    settings = [f"infer.tile={args.tile}", f"infer.overlap={args.overlap}", f"infer.hflip={str(args.hflip).lower()}",
+                f"infer.slide.chunk={args.chunk}", f"infer.slide.margin={args.margin}", *overrides]
     rows = []
     for size in args.sizes:
         slide = args.output / f"slide_{size}.tif"
-        probe_origin = build_slide(slide, size, tiles)
         run_dir = args.output / f"run_{size}"
-        wall, cpu, rss = run_child([str(REPO_ROOT / "infer.py"), f"ckpt_path={args.ckpt}", f"slides={slide}",
-                                    f"hydra.run.dir={run_dir}", *settings])
+        if args.skip_run:
+            probe_origin = first_tile_origin(size)
+        else:
+            probe_origin = build_slide(slide, size, tiles)
+            wall, cpu, rss = run_child([str(REPO_ROOT / "infer.py"), f"ckpt_path={args.ckpt}", f"slides={slide}",
+                                        f"hydra.run.dir={run_dir}", *settings])
+            (run_dir / "bench.json").write_text(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss}))
         done = json.loads((run_dir / "slides" / slide.stem / "done.json").read_text())
+        measured = json.loads((run_dir / "bench.json").read_text()) if (run_dir / "bench.json").is_file() else {}
+        wall = measured.get("wall_s", done["wall_s_this_run"])
+        cpu = measured.get("cpu_s", done["cpu_s_this_run"])
+        rss = measured.get("peak_rss_mib", "n/a")
         rows.append({"size": size, "done": done, "wall": wall, "cpu": cpu, "rss": rss, "probe": probe_origin,
                      "slide": slide, "run_dir": run_dir})
     print_table(rows, args)
     probe = rows[0]
     print(f"probe AJI (size {probe['size']}): {probe_agreement(probe, args, settings):.4f} (target >= 0.99)")
+    print(f"model's own AJI, probe alone vs inside 300 px of glass: {context_sensitivity(probe, args):.4f}")
 
 
 def probe_agreement(row: dict, args, settings: list[str]) -> float:
@@ -155,6 +181,22 @@ def probe_agreement(row: dict, args, settings: list[str]) -> float:
     slide_map = rasterise(row["run_dir"] / "slides" / row["slide"].stem / f"{row['slide'].stem}.geojson", top, left,
                           TILE)
     return instance_metrics(alone_map, slide_map)["aji"]
+
+
+def context_sensitivity(row: dict, args, border: int = 300) -> float:
+    """AJI between the probe's instance maps predicted alone and inside `border` px of glass (cropped back)."""
+    from cellseg.data.transforms import to_normalised_tensor
+    from cellseg.tasks.infer import load_inference_model
+
+    module, _ = load_inference_model(args.ckpt)
+    module.inference.update(tile=args.tile, overlap=args.overlap, hflip=args.hflip)
+    probe = read_image(args.output / f"probe_{row['size']}" / "images" / "probe.png")
+    framed = np.empty((TILE + 2 * border, TILE + 2 * border, 3), dtype=np.uint8)
+    framed[:] = GLASS
+    framed[border:border + TILE, border:border + TILE] = probe
+    alone = module.predict_instances(to_normalised_tensor(probe))
+    inside = module.predict_instances(to_normalised_tensor(framed))[border:border + TILE, border:border + TILE]
+    return instance_metrics(alone, inside)["aji"]
 
 
 def print_table(rows: list[dict], args) -> None:
