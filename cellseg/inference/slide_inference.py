@@ -14,6 +14,9 @@ low-resolution saturation mask) is skipped. Each processed chunk writes its nucl
 one CSV part (atomically, so a chunk is done when its files exist); when every chunk is done the parts are
 merged, streaming, into `<slide>.geojson` (QuPath FeatureCollection, level-0 coordinates) and `<slide>.csv`
 (ids 1..N in chunk order), a thumbnail with the nuclei's centroids is drawn, and `done.json` records the run.
+With `labels`, each chunk's window also becomes a label tile with the slide-wide ids (`labels/`, placed by
+`labels/index.csv`): tiles overlap by 2 * margin, each nucleus is whole in exactly one tile and absent (0) from
+the others, so pasting every tile's nonzero pixels rebuilds the slide's instance map.
 Memory holds one chunk at a time (per worker), whatever the slide's size.
 """
 
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tifffile
 import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
@@ -57,6 +61,7 @@ class SlideSettings:
     simplify: float = 0.5        # GeoJSON contour simplification (px)
     overlay: bool = True         # thumbnail.png + overlay.png
     roi: tuple[int, int, int, int] | None = None  # (x, y, width, height) in level-0 px: segment only this region
+    labels: bool = False         # label tiles: labels/<x>_<y>.tif per chunk window (global ids) + labels/index.csv
 
     def check(self) -> None:
         if self.margin < 0 or self.chunk < 1:
@@ -227,6 +232,9 @@ class SlideSegmentation:
                                 scale=scale)
         with atomic_path(self.part_path(index, ".geojsonl")) as tmp:
             tmp.write_text("".join(json.dumps(f, separators=(",", ":"), allow_nan=False) + "\n" for f in features))
+        if self.settings.labels:
+            with atomic_path(self.part_path(index, ".labels.tif")) as tmp:
+                tifffile.imwrite(tmp, kept.astype(np.uint32), compression="zlib")
         with atomic_path(self.part_path(index, ".csv")) as tmp:
             table.to_csv(tmp, index=False)
 
@@ -254,9 +262,38 @@ class SlideSegmentation:
                         first = False
                     table["instance_id"] = table["instance_id"].map(ids)
                     table.to_csv(csv, index=False, header=False)
+                    if self.settings.labels:
+                        self.write_label_tile(index, ids)
                     next_id += len(table)
                 geo.write("\n]}\n")
+        if self.settings.labels:
+            self.write_label_index(indices)
         return next_id - 1
+
+    def label_tile_path(self, index: int) -> Path:
+        rows, cols = self.on_slide(self.windows[index])
+        return self.out_dir / "labels" / f"x{cols.start:07d}_y{rows.start:07d}.tif"
+
+    def write_label_tile(self, index: int, ids: dict[int, int]) -> None:
+        """A chunk's kept nuclei with their slide-wide ids (the window's label map, analysis px)."""
+        local = tifffile.imread(self.part_path(index, ".labels.tif"))
+        lookup = np.zeros(int(local.max()) + 1, dtype=np.uint32)
+        for old, new in ids.items():
+            lookup[int(old)] = new
+        with atomic_path(self.label_tile_path(index)) as tmp:
+            tifffile.imwrite(tmp, lookup[local], compression="zlib")
+
+    def write_label_index(self, indices: list[int]) -> None:
+        """labels/index.csv: each tile's file and place (analysis px; level-0 px = analysis px x scale)."""
+        rows = []
+        for index in indices:
+            window_rows, window_cols = self.on_slide(self.windows[index])
+            height = min(window_rows.stop, self.origin[0] + self.shape[0]) - window_rows.start
+            width = min(window_cols.stop, self.origin[1] + self.shape[1]) - window_cols.start
+            rows.append({"file": self.label_tile_path(index).name, "x": window_cols.start, "y": window_rows.start,
+                         "width": width, "height": height, "scale": self.reader.geometry.scale})
+        with atomic_path(self.out_dir / "labels" / "index.csv") as tmp:
+            pd.DataFrame(rows, columns=["file", "x", "y", "width", "height", "scale"]).to_csv(tmp, index=False)
 
     def write_overlay(self, thumbnail: np.ndarray, factor: float) -> None:
         """thumbnail.png and overlay.png (one dot per nucleus centroid), read back from the CSV in pieces."""

@@ -14,11 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely.geometry
+import tifffile
 from scipy import ndimage as ndi
 
 from cellseg.inference.pyramid import write_pyramidal_tiff
 from cellseg.inference.slide_inference import SlideSegmentation, SlideSettings, chunk_grid
 from cellseg.inference.slide_reader import SlideReader
+from cellseg.inference.stitching import relabel_raster
 
 SETTINGS = SlideSettings(chunk=192, margin=32, min_tissue=0.0, overlay=True)  # windows 256, overlap 64
 
@@ -72,6 +74,25 @@ def test_chunked_slide_equals_the_untiled_segmentation(border_slide, tmp_path):
     assert got == expected  # every nucleus once, whole (same centroid), none duplicated
     assert sorted(table["area"]) == sorted(np.bincount(labels.ravel())[1:])
     assert list(table["instance_id"]) == list(range(1, count + 1))
+
+
+def test_label_tiles_rebuild_the_slide_instance_map_with_the_tables_ids(border_slide, tmp_path):
+    path, image = border_slide
+    settings = SlideSettings(chunk=192, margin=32, min_tissue=0.0, overlay=False, labels=True)
+    run_slide(path, tmp_path / "out", settings)
+    index = pd.read_csv(tmp_path / "out" / "labels" / "index.csv")
+    canvas = np.zeros(image.shape[:2], dtype=np.uint32)
+    for tile in index.itertuples():
+        label = tifffile.imread(tmp_path / "out" / "labels" / tile.file)
+        assert label.shape == (tile.height, tile.width)
+        target = canvas[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
+        assert not (target[label > 0] > 0).any()  # each nucleus lives in one tile only
+        target[label > 0] = label[label > 0]
+    expected, _ = ndi.label(image.mean(axis=-1) < 128)
+    np.testing.assert_array_equal(relabel_raster(canvas.astype(np.int64)), relabel_raster(expected))
+    table = pd.read_csv(tmp_path / "out" / "slide.csv")
+    rows, cols = np.floor(table.centroid_y).astype(int), np.floor(table.centroid_x).astype(int)
+    assert (canvas[rows, cols] == table.instance_id).all()  # the tiles carry the table's ids
 
 
 def test_a_region_of_interest_is_segmented_alone_in_slide_coordinates(border_slide, tmp_path):
