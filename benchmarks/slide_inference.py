@@ -64,10 +64,6 @@ def tile_origins(size: int) -> list[tuple[int, int]]:
     return placed
 
 
-def first_tile_origin(size: int) -> tuple[int, int]:
-    return tile_origins(size)[0]
-
-
 def build_slide(path: Path, size: int, tiles: list[np.ndarray]) -> tuple[int, int]:
     """Write the synthetic slide; returns the (row, col) of the probe tile (the first one laid)."""
     canvas = np.lib.format.open_memmap(path.with_suffix(".npy"), mode="w+", dtype=np.uint8, shape=(size, size, 3))
@@ -149,7 +145,7 @@ def main() -> None:
         slide = args.output / f"slide_{size}.tif"
         run_dir = args.output / f"run_{size}"
         if args.skip_run:
-            probe_origin = first_tile_origin(size)
+            probe_origin = tile_origins(size)[0]
         else:
             probe_origin = build_slide(slide, size, tiles)
             wall, cpu, rss = run_child([str(REPO_ROOT / "infer.py"), f"ckpt_path={args.ckpt}", f"slides={slide}",

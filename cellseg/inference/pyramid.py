@@ -12,10 +12,10 @@ import os
 import numpy as np
 import tifffile
 
+from cellseg.inference.writers import UM_PER_CM
 from cellseg.utils.io import atomic_path
 
 LAYOUTS = ("generic", "ome")
-UM_PER_CM = 1.0e4
 
 
 def write_pyramidal_tiff(path: str | os.PathLike, image: np.ndarray, mpp: float, levels: int = 3, tile: int = 256,

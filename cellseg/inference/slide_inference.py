@@ -39,8 +39,8 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from cellseg.inference.slide_reader import SlideReader, tissue_mask
-from cellseg.inference.stitching import owned_instances, owned_regions
-from cellseg.inference.tiler import TileGrid, check_tiling, tile_grid
+from cellseg.inference.stitching import owned_instances, owned_regions, paste_instance
+from cellseg.inference.tiler import check_tiling, tile_grid
 from cellseg.inference.writers import TABLE_COLUMNS, instances_table, instances_to_geojson
 from cellseg.utils.io import atomic_path, write_json
 
@@ -88,13 +88,19 @@ def region_of_interest(settings: SlideSettings, shape: tuple[int, int], scale: f
     return top, left, bottom - top, right - left
 
 
-def chunk_grid(shape: tuple[int, int], settings: SlideSettings) -> tuple[TileGrid, list[tuple[slice, slice]]]:
-    """The chunk windows of an analysis grid of `shape` and the region each owns (image coordinates)."""
+Region = tuple[slice, slice]
+
+
+def chunk_grid(shape: tuple[int, int], settings: SlideSettings) -> tuple[list[Region], list[Region]]:
+    """The chunk windows of an analysis grid of `shape`, clipped to it, and the region each owns (image
+    coordinates)."""
     grid = tile_grid(*shape, tile=settings.chunk + 2 * settings.margin, overlap=2 * settings.margin)
-    return grid, owned_regions(grid)
+    windows = [(slice(rows.start, min(rows.stop, shape[0])), slice(cols.start, min(cols.stop, shape[1])))
+               for rows, cols in grid.windows()]
+    return windows, owned_regions(grid)
 
 
-def tissue_fractions(mask: np.ndarray, factor: float, owned: list[tuple[slice, slice]]) -> list[float]:
+def tissue_fractions(mask: np.ndarray, factor: float, owned: list[Region]) -> list[float]:
     """Tissue fraction of each owned region, from a mask at `factor` analysis px per mask px."""
     fractions = []
     for rows, cols in owned:
@@ -106,13 +112,12 @@ def tissue_fractions(mask: np.ndarray, factor: float, owned: list[tuple[slice, s
 
 
 class ChunkDataset(torch.utils.data.Dataset):
-    """(chunk index, RGB uint8 window) of the chunks to process, `grid` placed at `origin` (row, col) of the
-    analysis grid; the reader reopens the slide in each worker."""
+    """(chunk index, RGB uint8 window) of the chunks to process, `windows` (clipped, `chunk_grid`) placed at
+    `origin` (row, col) of the analysis grid; the reader reopens the slide in each worker."""
 
-    def __init__(self, reader: SlideReader, grid: TileGrid, indices: list[int], origin: tuple[int, int] = (0, 0)):
-        self.reader, self.indices, self.origin = reader, indices, origin
-        self.windows = list(grid.windows())
-        self.shape = grid.image_shape
+    def __init__(self, reader: SlideReader, windows: list[Region], indices: list[int],
+                 origin: tuple[int, int] = (0, 0)) -> None:
+        self.reader, self.windows, self.indices, self.origin = reader, windows, indices, origin
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -120,8 +125,13 @@ class ChunkDataset(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> tuple[int, np.ndarray]:
         index = self.indices[k]
         rows, cols = self.windows[index]
-        height, width = min(rows.stop, self.shape[0]) - rows.start, min(cols.stop, self.shape[1]) - cols.start
-        return index, self.reader.read(self.origin[0] + rows.start, self.origin[1] + cols.start, height, width)
+        return index, self.reader.read(self.origin[0] + rows.start, self.origin[1] + cols.start,
+                                       rows.stop - rows.start, cols.stop - cols.start)
+
+
+def as_read(sample):
+    """The DataLoader's collate function: the (index, numpy window) pair as the dataset returned it."""
+    return sample
 
 
 def kept_instances(labels: np.ndarray, scores: dict | None, origin: tuple[int, int], shape: tuple[int, int],
@@ -134,8 +144,7 @@ def kept_instances(labels: np.ndarray, scores: dict | None, origin: tuple[int, i
     for _whole, mask, box, value in sorted(found, key=lambda item: not item[0]):
         local = (slice(box[0].start - origin[0], box[0].stop - origin[0]),
                  slice(box[1].start - origin[1], box[1].stop - origin[1]))
-        target = kept[local]
-        target[mask & (target == 0)] = next_id
+        paste_instance(kept, mask, local, next_id)
         if scores and scores.get(value) is not None:
             kept_scores[next_id] = float(scores[value])
         next_id += 1
@@ -155,19 +164,21 @@ class SlideSegmentation:
         self.identity = json.loads(json.dumps(identity))  # as done.json stores it (tuples become lists)
         top, left, height, width = region_of_interest(settings, reader.shape, reader.geometry.scale)
         self.origin, self.shape = (top, left), (height, width)
-        self.grid, self.owned = chunk_grid(self.shape, settings)
-        self.windows = list(self.grid.windows())
+        self.windows, self.owned = chunk_grid(self.shape, settings)
         self.parts = self.out_dir / PARTS_DIR
 
-    def is_done(self) -> bool:
+    def finished_summary(self) -> dict | None:
+        """`done.json` of an earlier run of this same slide and settings, else None."""
         done = self.out_dir / DONE_FILE
-        return done.is_file() and json.loads(done.read_text()).get("identity") == self.identity
+        summary = json.loads(done.read_text()) if done.is_file() else None
+        return summary if summary is not None and summary.get("identity") == self.identity else None
 
     def run(self, progress: bool = True) -> dict:
         """Process every chunk not yet done, merge, and return the summary written to `done.json`."""
-        if self.is_done():
+        finished = self.finished_summary()
+        if finished is not None:
             log.info("slide %s: done in %s, skipped", self.slide_id, self.out_dir)
-            return json.loads((self.out_dir / DONE_FILE).read_text())
+            return finished
         self.prepare_parts()
         start, cpu_start = time.perf_counter(), time.process_time()
         thumbnail, factor = self.reader.thumbnail(self.settings.tissue_side)
@@ -214,13 +225,13 @@ class SlideSegmentation:
         return self.parts / f"chunk{index:06d}{suffix}"
 
     def chunks(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
-        loader = torch.utils.data.DataLoader(ChunkDataset(self.reader, self.grid, indices, self.origin), batch_size=None,
+        loader = torch.utils.data.DataLoader(ChunkDataset(self.reader, self.windows, indices, self.origin),
+                                             batch_size=None, collate_fn=as_read,
                                              num_workers=self.settings.num_workers)
         yield from loader
 
     def process_chunk(self, index: int, window: np.ndarray) -> None:
         """Segment one chunk and write its kept nuclei: GeoJSON lines first, the CSV last (the done marker)."""
-        window = np.asarray(window)
         rows, cols = self.windows[index]
         labels, scores = self.segment(window)
         kept, kept_scores = kept_instances(labels, scores, (rows.start, cols.start), self.shape, self.owned[index])
@@ -288,10 +299,9 @@ class SlideSegmentation:
         rows = []
         for index in indices:
             window_rows, window_cols = self.on_slide(self.windows[index])
-            height = min(window_rows.stop, self.origin[0] + self.shape[0]) - window_rows.start
-            width = min(window_cols.stop, self.origin[1] + self.shape[1]) - window_cols.start
             rows.append({"file": self.label_tile_path(index).name, "x": window_cols.start, "y": window_rows.start,
-                         "width": width, "height": height, "scale": self.reader.geometry.scale})
+                         "width": window_cols.stop - window_cols.start, "height": window_rows.stop - window_rows.start,
+                         "scale": self.reader.geometry.scale})
         with atomic_path(self.out_dir / "labels" / "index.csv") as tmp:
             pd.DataFrame(rows, columns=["file", "x", "y", "width", "height", "scale"]).to_csv(tmp, index=False)
 

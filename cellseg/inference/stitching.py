@@ -169,12 +169,12 @@ def predict_tiled_instances(
                         raise ValueError(_cut_message(box, overlap))
                     parts.append((mask, box, scores.get(value)))
                     continue
-                _paste(stitched, mask, box, next_id)
+                paste_instance(stitched, mask, box, next_id)
                 pasted_scores[next_id] = scores.get(value)
                 next_id += 1
     if cut == "keep":
         for mask, box, score in parts:
-            _paste(stitched, mask, box, next_id)
+            paste_instance(stitched, mask, box, next_id)
             pasted_scores[next_id] = score
             next_id += 1
     result = relabel_raster(stitched)
@@ -190,7 +190,7 @@ def _carried_scores(stitched: np.ndarray, relabelled: np.ndarray, scores: dict[i
             if old > 0 and scores.get(int(old)) is not None}
 
 
-def _paste(stitched: np.ndarray, mask: np.ndarray, box: tuple[slice, slice], value: int) -> None:
+def paste_instance(stitched: np.ndarray, mask: np.ndarray, box: tuple[slice, slice], value: int) -> None:
     """`mask` (the instance in its box) onto the pixels of `stitched` still free: first come, first kept."""
     target = stitched[box]
     target[mask & (target == 0)] = value

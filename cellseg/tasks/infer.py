@@ -88,14 +88,12 @@ def infer_images(cfg: DictConfig, module: pl.LightningModule, recipe: dict) -> d
     input_dir, out_dir = Path(cfg.input_dir), Path(cfg.paths.output_dir)
     images = input_images(input_dir)
     stretch, bit_depth = input_conventions(recipe)
-    device = module.device
     depths = []
     for path in tqdm(images, desc="inference"):
         stored = read_image(path)
         image, depth = prepare_image(stored, bit_depth, None, source=path)  # unstretched: the CSV's intensities
         depths.append((stored.dtype.name, depth))
-        tensor = to_normalised_tensor(stretch_intensity(image, stretch)).to(device)
-        label, scores = module.predict_scored_instances(tensor)
+        label, scores = module.predict_scored_instances(to_normalised_tensor(stretch_intensity(image, stretch)))
         write_outputs(out_dir, path.stem, image, label, outputs, cfg.infer, scores)
     log.info(describe_bit_depths(f"input {input_dir}", depths, bit_depth))
     log.info("wrote %s for %d images into %s", ", ".join(outputs), len(images), out_dir)

@@ -146,8 +146,8 @@ def test_an_instance_seen_differently_by_two_tiles_is_kept_once():
 
 def test_each_object_is_pasted_once(monkeypatch):
     pasted = []
-    paste = stitching._paste
-    monkeypatch.setattr(stitching, "_paste", lambda *args: (pasted.append(args[3]), paste(*args)))
+    paste = stitching.paste_instance
+    monkeypatch.setattr(stitching, "paste_instance", lambda *args: (pasted.append(args[3]), paste(*args)))
     image, _ = scene(200, 230, BORDER_SCENE)
     predict_tiled_instances(components, image, tile=64, overlap=32)
     assert len(pasted) == len(BORDER_SCENE)
