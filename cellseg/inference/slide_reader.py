@@ -24,12 +24,14 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from cellseg.inference.writers import UM_PER_CM
+
 BACKENDS = ("auto", "tiffslide", "openslide")
 TIFFSLIDE_SUFFIXES = (".tif", ".tiff", ".svs")
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide")
 MPP_PROPERTIES = ("openslide.mpp-x", "tiffslide.mpp-x")
 THUMBNAIL_STRIP = 256  # thumbnail rows read at a time
-UM_PER_UNIT = {"CENTIMETER": 1.0e4, "INCH": 25_400.0, 3: 1.0e4, 2: 25_400.0}
+UM_PER_UNIT = {"CENTIMETER": UM_PER_CM, "INCH": 25_400.0, 3: UM_PER_CM, 2: 25_400.0}  # TIFF ResolutionUnit
 
 
 class SlideError(ValueError):
@@ -102,14 +104,15 @@ class SlideGeometry:
 
 
 class SlideReader:
-    """A slide read in analysis-grid coordinates; picklable (DataLoader workers reopen the file lazily)."""
+    """A slide read in analysis-grid coordinates; picklable, and each process (DataLoader workers, forked or
+    spawned) opens the file itself."""
 
     def __init__(self, path: str | os.PathLike, target_mpp: float | None = None, backend: str = "auto",
                  mpp: float | None = None) -> None:
         """`target_mpp`: the analysis resolution (None: level 0); `mpp`: the slide's µm per pixel when its
         metadata has none (or is wrong)."""
         self.path, self.backend = Path(path), backend
-        self._slide = None
+        self._slide, self._opened_by = None, None
         slide = self.slide
         found = float(mpp) if mpp is not None else slide_mpp(self.path, slide.properties)
         if target_mpp is not None and found is None:
@@ -124,12 +127,14 @@ class SlideReader:
 
     @property
     def slide(self):
-        if self._slide is None:
-            self._slide = open_backend(self.path, self.backend)
+        """The backend's handle, opened once per process: a forked DataLoader worker must not share the parent's
+        file handle (concurrent reads through one handle corrupt the decoded tiles)."""
+        if self._slide is None or self._opened_by != os.getpid():
+            self._slide, self._opened_by = open_backend(self.path, self.backend), os.getpid()
         return self._slide
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_slide": None}
+        return {**self.__dict__, "_slide": None, "_opened_by": None}
 
     def close(self) -> None:
         if self._slide is not None:

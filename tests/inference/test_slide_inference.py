@@ -76,6 +76,15 @@ def test_chunked_slide_equals_the_untiled_segmentation(border_slide, tmp_path):
     assert list(table["instance_id"]) == list(range(1, count + 1))
 
 
+def test_dataloader_workers_read_the_chunks_to_the_same_files(border_slide, tmp_path):
+    path, _ = border_slide
+    run_slide(path, tmp_path / "main", SlideSettings(chunk=192, margin=32, min_tissue=0.0, overlay=False))
+    run_slide(path, tmp_path / "workers", SlideSettings(chunk=192, margin=32, min_tissue=0.0, overlay=False,
+                                                       num_workers=2))
+    for name in ("slide.csv", "slide.geojson"):
+        assert (tmp_path / "workers" / name).read_bytes() == (tmp_path / "main" / name).read_bytes(), name
+
+
 def test_label_tiles_rebuild_the_slide_instance_map_with_the_tables_ids(border_slide, tmp_path):
     path, image = border_slide
     settings = SlideSettings(chunk=192, margin=32, min_tissue=0.0, overlay=False, labels=True)
