@@ -62,6 +62,8 @@ from cellseg.utils.io import atomic_path, read_label, write_json, write_label, w
 log = logging.getLogger(__name__)
 
 METRIC_FILES = ("metrics.json", "per_image.csv")
+# method.label_free_score: mean agreement of the final student's instances with the point-prompted segmenter
+LABEL_FREE_AGREEMENT = "label_free/prompt_agreement"
 
 
 def run_coin(cfg: DictConfig) -> dict:
@@ -191,9 +193,12 @@ class CoinPipeline:
     def run(self) -> dict:
         rounds = int(self.method.rounds)
         test = bool(self.cfg.get("test", True) and self.datamodule.splits.get("test"))
-        stages = self.graph.run(coin_plan(rounds, test, bool(self.method.evaluate_every_round)))
-        metrics = stages[-1].summary["metrics"] if stages[-1].name == "evaluate" else {}
-        if metrics and rank() == 0:
+        label_free = bool(self.method.label_free_score)
+        stages = self.graph.run(coin_plan(rounds, test, bool(self.method.evaluate_every_round), label_free))
+        metrics = dict(stages[-1].summary["metrics"]) if stages[-1].name == "evaluate" else {}
+        if label_free:  # the final student's instances scored like pseudo labels: no label involved
+            metrics[LABEL_FREE_AGREEMENT] = self.graph.get("pseudo", rounds).summary["mean_score"]
+        if stages[-1].name == "evaluate" and rank() == 0:
             for name in METRIC_FILES:
                 source = self.output_dir / f"evaluate_{rounds}" / name
                 if source.is_file():
@@ -319,8 +324,10 @@ class CoinPipeline:
                                            "theta": thetas[image_id] if math.isfinite(thetas[image_id]) else None}
         total = sum(v["instances"] for v in per_image_summary.values())
         accepted = sum(v["accepted"] for v in per_image_summary.values())
+        all_scores = [s for image_scores in scores.values() for s in image_scores.values()]
         return {"images": per_image_summary, "instances": total, "accepted": accepted,
-                "accepted_fraction": accepted / total if total else 0.0}
+                "accepted_fraction": accepted / total if total else 0.0,
+                "mean_score": float(np.mean(all_scores)) if all_scores else 0.0}
 
     # ----- stage 3: round t trains a fresh network (or round t-1's EMA weights, warm_start) on P_{t-1} ------------
     def warm_starts(self, t: int) -> bool:
@@ -433,13 +440,15 @@ COIN_STAGES = (
 )
 
 
-def coin_plan(rounds: int, test: bool, evaluate_every_round: bool) -> list[tuple[str, int]]:
-    """The order of COIN's stages: P_0, then per round t: train_t, P_t (but the last), evaluate_t (the last round,
-    or every round with `method.evaluate_every_round`, when there is a test split)."""
+def coin_plan(rounds: int, test: bool, evaluate_every_round: bool, label_free_score: bool = False
+              ) -> list[tuple[str, int]]:
+    """The order of COIN's stages: P_0, then per round t: train_t, P_t (but the last, unless `label_free_score`
+    scores the final student too), evaluate_t (the last round, or every round with `method.evaluate_every_round`,
+    when there is a test split)."""
     plan = [("pseudo", 0)]
     for t in range(1, rounds + 1):
         plan.append(("train", t))
-        if t < rounds:
+        if t < rounds or label_free_score:
             plan.append(("pseudo", t))
         if test and (t == rounds or evaluate_every_round):
             plan.append(("evaluate", t))

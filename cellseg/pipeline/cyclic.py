@@ -175,9 +175,11 @@ class CyclicPipeline:
             if stop:
                 log.info("loop %d: the pseudo set changed by %.4f < method.stop_eps=%s: stopping", n, change, eps)
                 break
+        if records[-1]["tile_accuracy"] is not None:  # image-level labels of held-out tiles: the sweep objective
+            metrics = {**metrics, "val/tile_accuracy": float(records[-1]["tile_accuracy"])}
         if rank() == 0:
             write_json(self.output_dir / "loops.json", {"loops": records, "final_loop": last})
-            for name in METRIC_FILES if metrics else ():
+            for name in METRIC_FILES if test else ():
                 source = self.output_dir / f"evaluate_{last}" / name
                 if source.is_file():
                     with atomic_path(self.output_dir / name) as tmp:

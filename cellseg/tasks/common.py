@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from cellseg.evaluation import METRICS_JSON, PER_IMAGE_CSV
-from cellseg.pipeline.checks import ConfigError
+from cellseg.pipeline.checks import ConfigError, check_objective
 from cellseg.utils.project import save_run_info, set_run_status
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,7 @@ def metric_for_sweeper(cfg: DictConfig, metrics: dict) -> float | None:
     name = cfg.get("optimized_metric")
     if not name:
         return None
-    if name.startswith("test/"):
-        raise ConfigError(f"optimized_metric={name}: a sweep may not optimise a test-split metric")
+    check_objective(cfg)
     if name not in metrics:
         raise ConfigError(f"optimized_metric={name} is not among the run's metrics {sorted(metrics)}")
     return float(metrics[name])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cellseg.callbacks import LastCheckpoint
@@ -144,8 +147,24 @@ def train(cfg: DictConfig) -> dict:
     return runner(cfg)
 
 
+def resumes_automatically(cfg: DictConfig) -> bool:
+    """A sweep job or a requeued SLURM job whose folder already holds last.ckpt continues from it: a multirun
+    job's folder is its own (the sweep id and job number name it), so a checkpoint there is this job's own from
+    before a preemption, a time-out or a resubmission of the same sweep."""
+    if cfg.get("ckpt_path") is not None or not cfg.get("train"):
+        return False
+    if not (Path(cfg.paths.output_dir) / CHECKPOINTS_DIR / LAST_NAME).is_file():
+        return False
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return multirun or int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
+
+
 def prepare_training_run(cfg: DictConfig) -> None:
     """Every check of a training request, and the run folder made ready, before the run writes anything."""
+    if resumes_automatically(cfg):
+        log.info("%s holds last.ckpt of this sweep job from an earlier start: resuming (ckpt_path=last)",
+                 cfg.paths.output_dir)
+        cfg.ckpt_path = "last"
     check_supervision(cfg)
     check_run_request(cfg)
     prepare_run_folder(cfg)

@@ -45,10 +45,25 @@ def set_project_root_env() -> Path:
 
 
 def register_resolvers() -> None:
-    """`${cellseg.checkpoint_tag:PATH}` and `${cellseg.input_tag:DIR}` (configs/infer.yaml's run folder)."""
-    for name, function in (("cellseg.checkpoint_tag", checkpoint_tag), ("cellseg.input_tag", input_tag)):
+    """`${cellseg.checkpoint_tag:PATH}` and `${cellseg.input_tag:DIR}` (configs/infer.yaml's run folder),
+    `${cellseg.sweep_id:}` (the multirun folder, configs/hydra/default.yaml)."""
+    for name, function in (("cellseg.checkpoint_tag", checkpoint_tag), ("cellseg.input_tag", input_tag),
+                           ("cellseg.sweep_id", sweep_id)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
+
+
+SWEEP_ID_ENV = "CELLSEG_SWEEP_ID"
+
+
+def sweep_id() -> str:
+    """One name per multirun, the same in the launching process and in every job it starts (local subprocesses
+    and SLURM jobs inherit the environment, requeued jobs too): $CELLSEG_SWEEP_ID, set from the clock on first
+    use. Hydra's `${now:}` would be read again in each job process, giving each job its own parent folder.
+    Set CELLSEG_SWEEP_ID yourself to resubmit a sweep into the same folders (its jobs then resume)."""
+    if not os.environ.get(SWEEP_ID_ENV):
+        os.environ[SWEEP_ID_ENV] = time.strftime("%Y-%m-%d_%H-%M-%S")
+    return os.environ[SWEEP_ID_ENV]
 
 
 def _path_hash(path) -> str:
