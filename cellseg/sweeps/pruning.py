@@ -1,6 +1,6 @@
 """Pruning: the study's pruner (`hparams_search.pruner`, e.g. Optuna's MedianPruner) stops a bad trial early.
 
-Optuna's own Lightning callback (optuna-integration) is written for the `lightning.pytorch` namespace, which is a
+Optuna's own Lightning callback (optuna-integration) is written for the unified `lightning` package, which is a
 different class hierarchy from this project's `pytorch_lightning` (a Trainer refuses its callbacks), and under
 DDP it needs an RDB storage. This callback does the same work through Optuna's pruner API: at every validation
 rank 0 reports the monitored value as the trial's intermediate value at the global step and asks the pruner;
