@@ -33,15 +33,15 @@ class LastCheckpoint(pl.Callback):
             raise ValueError(f"preemption_signal={preemption_signal!r}: not a signal name (e.g. USR2)")
         self.dirpath, self.every = Path(dirpath), int(every_n_train_steps)
         self.preemption_signal = preemption_signal
+        self._signal_number = getattr(signal, f"SIG{preemption_signal}") if preemption_signal else None
         self._saved_at_step: int | None = None
         self._signalled: tuple | None = None  # (signum, frame) of a preemption signal not yet acted on
         self._previous_handler = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.preemption_signal and "SLURM_JOB_ID" in os.environ and \
+        if self._signal_number is not None and "SLURM_JOB_ID" in os.environ and \
                 threading.current_thread() is threading.main_thread():
-            number = getattr(signal, f"SIG{self.preemption_signal}")
-            self._previous_handler = signal.signal(number, self._on_signal)
+            self._previous_handler = signal.signal(self._signal_number, self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:
         self._signalled = (signum, frame)
@@ -53,16 +53,16 @@ class LastCheckpoint(pl.Callback):
         if not trainer.strategy.reduce_boolean_decision(self._signalled is not None, all=False):
             return
         self.save(trainer)
-        signum, frame = self._signalled or (getattr(signal, f"SIG{self.preemption_signal}"), None)
+        signum, frame = self._signalled or (self._signal_number, None)
         previous, self._signalled = self._previous_handler, None
-        signal.signal(signum, previous)
+        signal.signal(self._signal_number, previous)
         self._previous_handler = None
         if callable(previous):
             previous(signum, frame)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._previous_handler is not None:
-            signal.signal(getattr(signal, f"SIG{self.preemption_signal}"), self._previous_handler)
+            signal.signal(self._signal_number, self._previous_handler)
             self._previous_handler = None
 
     @property

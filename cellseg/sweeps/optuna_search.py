@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cellseg.callbacks.last_checkpoint import LAST_NAME
 from cellseg.pipeline.checks import check_objective, check_supervision
+from cellseg.pipeline.distributed import rank
 from cellseg.sweeps import ranks
 from cellseg.sweeps.pruning import pruning_trial
 from cellseg.sweeps.search_space import as_override, space_of
@@ -106,7 +107,7 @@ def run_worker(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study | Non
     """Trials until the budget is handed out; returns the study on rank 0 (None on the other ranks)."""
     search = check_search(cfg)
     ranks.join_ranks(cfg)
-    leader = ranks.rank() == 0
+    leader = rank() == 0
     folder, worker = study_folder(cfg), worker_name(cfg)
     pruner = hydra.utils.instantiate(search.pruner) if search.get("pruner") else None
     study = open_study(search, folder, pruner) if leader else None
@@ -117,13 +118,13 @@ def run_worker(cfg: DictConfig, base_overrides: list[str]) -> optuna.Study | Non
         request = ranks.share_from_rank_zero(next_trial(study, search, folder, worker) if leader else None)
         if request is None:
             break
-        log.info("rank %d: trial %d%s with %s", ranks.rank(), request.number, " (resumed)" * request.resumed,
+        log.info("rank %d: trial %d%s with %s", rank(), request.number, " (resumed)" * request.resumed,
                  request.params)
         cfg_trial = trial_config(base_overrides, request, folder, cfg.optimized_metric if pruner else None)
         trial = optuna.trial.Trial(study, trial_id(study, request.number)) if leader else None
         value, error, pruned_at = run_trial(cfg_trial, trial)
         value, error = ranks.reduce_objective(value, error)
-        log.info("rank %d: trial %d objective %s%s", ranks.rank(), request.number, value,
+        log.info("rank %d: trial %d objective %s%s", rank(), request.number, value,
                  f" (error: {error})" if error else "")
         if not leader:
             continue

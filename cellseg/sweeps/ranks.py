@@ -24,6 +24,7 @@ from pytorch_lightning.plugins.environments import (
 )
 
 from cellseg.pipeline.checks import ConfigError
+from cellseg.pipeline.distributed import world_size
 
 
 def external_environment() -> ClusterEnvironment | None:
@@ -61,17 +62,9 @@ def join_ranks(cfg: DictConfig) -> None:
                             timeout=datetime.timedelta(hours=2))
 
 
-def world() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
 def share_from_rank_zero(value):
     """Rank 0's `value` on every rank (any picklable object)."""
-    if world() == 1:
+    if world_size() == 1:
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
@@ -80,9 +73,9 @@ def share_from_rank_zero(value):
 
 def reduce_objective(value: float | None, error: str | None) -> tuple[float | None, str | None]:
     """(mean objective over ranks, first error) in one collective; every rank returns the same pair."""
-    if world() == 1:
+    if world_size() == 1:
         return value, error
-    gathered: list = [None] * world()
+    gathered: list = [None] * world_size()
     dist.all_gather_object(gathered, (value, error))
     errors = [e for _, e in gathered if e is not None]
     if errors:

@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
-from cellseg.sweeps.study import BASE_OVERRIDES_ATTR, JOURNAL_NAME, OBJECTIVE_ATTR
+from cellseg.sweeps.study import BASE_OVERRIDES_ATTR, JOURNAL_NAME, OBJECTIVE_ATTR, journal_storage
 from cellseg.utils.io import atomic_path
 
 # Overrides that describe the search or the machine, not the configuration found.
@@ -32,10 +32,7 @@ def load_study(folder: Path | None, storage: str | None, study_name: str | None)
     if storage is None:
         if folder is None or not (folder / JOURNAL_NAME).is_file():
             raise FileNotFoundError(f"{folder}: no {JOURNAL_NAME} here (give a study folder, or --storage URL)")
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        storage = JournalStorage(JournalFileBackend(str(folder / JOURNAL_NAME)))
+        storage = journal_storage(folder)
     names = optuna.get_all_study_names(storage)
     name = study_name or (names[0] if len(names) == 1 else None)
     if name not in names:

@@ -49,13 +49,17 @@ class TrialRequest:
     resumed: bool  # taken back from an earlier run of this worker (it left the trial RUNNING)
 
 
+def journal_storage(folder: Path) -> JournalStorage:
+    return JournalStorage(JournalFileBackend(str(folder / JOURNAL_NAME)))
+
+
 def storage_for(search: DictConfig, folder: Path):
     """The study's storage: `hparams_search.storage` (an RDB URL) or the journal file in `folder`."""
     url = search.get("storage")
     if url:
         return url
     folder.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(folder / JOURNAL_NAME)))
+    return journal_storage(folder)
 
 
 def open_study(search: DictConfig, folder: Path, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
@@ -97,8 +101,8 @@ def next_trial(study: optuna.Study, search: DictConfig, folder: Path, worker) ->
         if mine:
             refuse_if_alive(mine[0])
             trial = mine[0]
-            study._storage.set_trial_user_attr(trial._trial_id, "pid", os.getpid())
-            study._storage.set_trial_user_attr(trial._trial_id, "host", socket.gethostname())
+            for key, value in worker_identity(worker).items():
+                study._storage.set_trial_user_attr(trial._trial_id, key, value)
             return TrialRequest(trial.number, {name: trial.params[name] for name in space}, resumed=True)
         if len(trials) >= int(search.n_trials):
             return None
