@@ -38,7 +38,9 @@ class LastCheckpoint(pl.Callback):
         self._signalled: tuple | None = None  # (signum, frame) of a preemption signal not yet acted on
         self._previous_handler = None
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not at on_fit_start: Lightning records the handlers after that hook and puts them back at teardown,
+        # which would leave this callback's handler installed after a hand-over.
         if self._signal_number is not None and "SLURM_JOB_ID" in os.environ and \
                 threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(self._signal_number, self._on_signal)

@@ -109,6 +109,15 @@ def select_checkpoint(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
     return resolve_resume(cfg)
 
 
+def selected_checkpoint_score(cfg: DictConfig, trainer: pl.Trainer) -> dict:
+    """{monitor: its value at the best checkpoint} when the run keeps its best checkpoint: the figure of the model
+    the run hands on (a sweep's objective), not of the last validation."""
+    callback = trainer.checkpoint_callback
+    if cfg.method.selection != "best" or callback is None or callback.best_model_score is None:
+        return {}
+    return {callback.monitor: float(callback.best_model_score)}
+
+
 def configure_selection(cfg: DictConfig, has_val: bool) -> None:
     """Point the checkpoint callback at the method's monitor when it selects the best checkpoint."""
     node = (cfg.get("callbacks") or {}).get("model_checkpoint")
@@ -136,6 +145,7 @@ def fit_and_test(cfg: DictConfig) -> dict:
     if cfg.get("train"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(cfg))
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        metrics.update(selected_checkpoint_score(cfg, trainer))
     if cfg.get("test"):
         metrics.update(predict_and_evaluate(cfg, trainer, module, datamodule, select_checkpoint(cfg, trainer)))
     return metrics

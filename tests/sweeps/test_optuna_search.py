@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from omegaconf import open_dict
 from run_helpers import REPO_ROOT, environment, kill_when_marked
 
@@ -106,3 +107,27 @@ def test_the_best_trial_exports_as_an_experiment_that_composes(tmp_path):
         assert node == value
     assert found.get("hparams_search") is None and found.test is True
     assert found.trainer.max_steps == 3 and found.data.name == "sample"
+
+
+def test_an_s2l_trial_is_scored_by_the_validation_scribble_loss(tmp_path):
+    swap = {"experiment=supervised_unet_sample": "experiment=s2l_unet_sample", "hparams_search=supervised":
+            "hparams_search=s2l", "data.val_holdout=1": "data.val_holdout=2"}
+    overrides = [swap.get(o, o) for o in tiny(tmp_path, 1)]
+    cfg = compose_config("search", [*overrides, "hparams_search.worker=0"], tmp_path / "worker")
+    assert cfg.optimized_metric == "val/scribble_loss" and cfg.hparams_search.direction == "minimize"
+    study = run_worker(cfg, overrides)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("error")
+    assert trial.value > 0.0 and set(trial.params) == set(cfg.hparams_search.params)
+
+
+def test_a_trial_that_keeps_its_best_checkpoint_is_scored_by_that_checkpoint(tmp_path):
+    overrides = [*tiny(tmp_path, 1), "trainer.max_steps=6", "trainer.val_check_interval=2"]
+    cfg = compose_config("search", [*overrides, "hparams_search.worker=0"], tmp_path / "worker")
+    (trial,) = run_worker(cfg, overrides).trials
+    checkpoints = tmp_path / "sweeps" / "tiny" / "trial_0000" / "checkpoints"
+    (best,) = [p for p in checkpoints.glob("step*.ckpt")]
+    state = torch.load(best, weights_only=False)["callbacks"]
+    (kept,) = [v for k, v in state.items() if k.startswith("ModelCheckpoint")]
+    assert kept["monitor"] == "val/aji" and trial.value == pytest.approx(float(kept["best_model_score"]), abs=1e-12)
+    assert kept["best_model_path"].endswith(best.name)
