@@ -9,11 +9,12 @@ DEMO_LOGS := $(CURDIR)/logs/demo
 # One experiment per method, each sized for a 2-core CPU on the bundled sample (data/sample).
 DEMO_EXPERIMENTS ?= supervised_unet_sample s2l_unet_sample coin_cpu_sample cyclic_cpu_sample
 
-.PHONY: install demo test test-all bench lint clean help
+.PHONY: install demo report test test-all bench lint clean help
 
 help:
 	@echo "make install   create $(VENV) with cellseg and its dependencies (idempotent)"
 	@echo "make demo      train + evaluate the methods on the bundled sample (CPU, minutes)"
+	@echo "make report    comparative report of the runs under RUNS (default logs/train) into REPORT (report/)"
 	@echo "make test      the test suite CI runs (no slow or GPU tests)"
 	@echo "make test-all  every test, including slow ones"
 	@echo "make bench     the benchmark scripts (long; needs ../shared/data)"
@@ -34,7 +35,10 @@ demo: install
 	for experiment in $(DEMO_EXPERIMENTS); do \
 		$(PY) train.py experiment=$$experiment paths.log_dir=$(DEMO_LOGS) || exit 1; \
 	done
-	$(PY) -m cellseg.tasks.report $(foreach e,$(DEMO_EXPERIMENTS),$(DEMO_LOGS)/train/runs/$(e)/seed*)
+	$(PY) -m cellseg.tasks.report $(DEMO_LOGS)/train --out $(DEMO_LOGS)/report
+
+report: install
+	$(PY) -m cellseg.tasks.report $(or $(RUNS),logs/train) --out $(or $(REPORT),report)
 
 test: install
 	$(TEST_ENV) $(PY) -m pytest -m "not slow and not gpu" -q

@@ -34,7 +34,7 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 def find_run_dir(log_dir: Path, experiment_name: str) -> Path:
-    runs = sorted((log_dir / "train" / "runs" / experiment_name).glob("seed*"))
+    runs = sorted((log_dir / "train" / "runs" / experiment_name).glob("*/seed*"))  # <budget>/seed<seed>
     if not runs:
         raise SystemExit(f"no run folder for {experiment_name} under {log_dir}")
     return runs[-1]

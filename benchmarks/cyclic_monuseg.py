@@ -7,7 +7,7 @@ Budget: CPU-sized experiment (3 loops of 400 classifier and 400 detector steps, 
 the detector at native resolution), ResNet-18 trunk from random initialisation, 2 CPU cores.
 
 Each seed runs `train.py experiment=cyclic_cpu_monuseg seed=<s> paths.data_dir=<data root>` with its logs under
-`--output`, i.e. into the run folder `<output>/train/runs/cyclic_cpu_monuseg/seed<s>/`; rerunning the same
+`--output`, i.e. into the run folder `<output>/train/runs/cyclic_cpu_monuseg/image_label/seed<s>/`; rerunning the same
 command reuses the finished stages (the pipeline resumes from its `done.json` files). `--skip-train` only prints
 the table from the existing run folders. The data root defaults to $CELLSEG_TEST_DATA, else ../shared/data
 beside the checkout. Extra arguments are Hydra overrides passed to train.py.
@@ -73,8 +73,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def run_dir_of(output: Path, seed: int) -> Path:
-    """The run folder of one seed (configs/hydra/default.yaml: <log_dir>/train/runs/<experiment>/seed<seed>)."""
-    return output / "train" / "runs" / EXPERIMENT / f"seed{seed}"
+    """The run folder of one seed (configs/train.yaml run_name: <log_dir>/train/runs/<experiment>/<budget>/seed<seed>)."""
+    return output / "train" / "runs" / EXPERIMENT / "image_label" / f"seed{seed}"
 
 
 # ----------------------------------------------------------------------------------------------- reading a run

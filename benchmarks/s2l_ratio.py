@@ -81,13 +81,13 @@ def train_row(label: str, overrides: list[str], seed: int | None, args: argparse
     """Train (or, with --skip-existing, reuse) one run of a row: its metrics, its cost and its folder."""
     name = run_name(label)
     folder = out / "train" / "runs" / name
-    done = any(folder.glob(f"seed{'*' if seed is None else seed}/metrics.json"))
+    done = any(folder.glob(f"*/seed{'*' if seed is None else seed}/metrics.json"))  # <budget>/seed<seed>
     if args.skip_existing and done:
         cost = {"wall_s": float("nan"), "cpu_s": float("nan")}
     else:
         seed_override = [] if seed is None else [f"seed={seed}"]
         cost = run_train([*overrides, *seed_override, f"experiment_name={name}", *args.overrides], out)
-    run_dir = find_run_dir(out, name) if seed is None else folder / f"seed{seed}"
+    run_dir = find_run_dir(out, name) if seed is None else next(folder.glob(f"*/seed{seed}"))
     return read_metrics(run_dir), cost, run_dir
 
 

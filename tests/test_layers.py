@@ -12,7 +12,7 @@ PACKAGE = Path(cellseg.__file__).parent
 RANKS = {
     "utils": 0,
     "metrics": 1, "postproc": 1, "data": 1, "callbacks": 1, "weights": 1,
-    "evaluation": 2, "data.weak": 2,
+    "evaluation": 2, "data.weak": 2, "reporting": 2,
     "models": 3, "inference": 3,
     "methods": 4,
     "pipeline": 5,

@@ -1,39 +1,45 @@
-"""Compare runs: `python -m cellseg.tasks.report RUN_DIR [RUN_DIR ...]` prints test AJI / PQ / Dice of each."""
+"""Comparative report of finished runs (`cellseg-report`, `make report`).
+
+    cellseg-report logs/train [more folders ...] [--out report] [--reference supervised]
+
+Finds every finished run under the folders (single runs, multirun jobs, sweep trials), groups them dataset ×
+supervision × budget × method, prints the summary table and writes `<out>/index.html` (one page that opens
+from disk), `report.md`, `results.csv`, figures and an overlay gallery (`cellseg/reporting`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 from pathlib import Path
 
-COLUMNS = ("aji", "pq", "dice", "miou_bin")
+from cellseg.reporting.build import ReportOptions, build_report
+from cellseg.reporting.tables import markdown_table
 
 
-def run_row(run_dir: Path) -> dict:
-    metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
-        raise FileNotFoundError(f"{metrics_file} is missing: did the run finish its test evaluation?")
-    summary = json.loads(metrics_file.read_text())
-    means = summary["per_image_mean"]
-    return {"run": run_dir.parent.name if run_dir.name.startswith("seed") else run_dir.name,
-            "images": summary.get("n_images"), **{c: means.get(c) for c in COLUMNS}}
-
-
-def format_rows(rows: list[dict]) -> str:
-    width = max(len("run"), *(len(r["run"]) for r in rows))
-    header = f"{'run':<{width}}  {'images':>6}  " + "  ".join(f"{c.upper():>8}" for c in COLUMNS)
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        values = "  ".join(f"{row[c]:>8.4f}" if row[c] is not None else f"{'n/a':>8}" for c in COLUMNS)
-        lines.append(f"{row['run']:<{width}}  {row['images']!s:>6}  {values}")
-    return "\n".join(lines)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cellseg-report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
+    parser.add_argument("--out", type=Path, default=Path("report"), help="report folder (replaced); default report/")
+    parser.add_argument("--reference", default="supervised",
+                        help="method every group is tested against on its dataset (default supervised; 'none': no test)")
+    parser.add_argument("--scatter", nargs=2, metavar=("GROUP_A", "GROUP_B"),
+                        help='two groups for the per-image scatter, named "method · budget · dataset"')
+    parser.add_argument("--gallery-images", type=int, default=3, help="shared test images in the gallery")
+    parser.add_argument("--title", default="cellseg benchmark report")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders holding metrics.json")
-    args = parser.parse_args(argv)
-    print(format_rows([run_row(path) for path in args.runs]))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    options = ReportOptions(reference=None if args.reference == "none" else args.reference,
+                            scatter=tuple(args.scatter) if args.scatter else None,
+                            gallery_images=args.gallery_images, title=args.title)
+    index, rows = build_report(args.folders, args.out, options)
+    print(markdown_table(rows))
+    print(f"report: {index.resolve()}")
 
 
 if __name__ == "__main__":

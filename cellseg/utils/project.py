@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cellseg.utils.io import atomic_path, write_json
+from cellseg.utils.run_record import resources_used, run_record
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def save_run_info(cfg: DictConfig, output_dir: Path) -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "packages": package_versions(),
+            "record": run_record(cfg),
         },
     )
 
@@ -153,7 +155,7 @@ def set_run_status(output_dir: Path, status: str, error: str | None = None) -> N
         info = json.loads(path.read_text())
     except (OSError, ValueError):
         info = {}
-    info.update(status=status, finished=time.time(), error=error)
+    info.update(status=status, finished=time.time(), error=error, resources=resources_used(info.get("started")))
     write_json(path, info)
 
 
