@@ -73,6 +73,7 @@ class NucleiDataModule(pl.LightningDataModule):
         stretch_percentiles: list[float] | None = None,
         seed: int = 0,
         bit_depth: int | None = None,
+        instances: dict | None = None,
         weak_labels=None,
     ) -> None:
         super().__init__()
@@ -95,6 +96,7 @@ class NucleiDataModule(pl.LightningDataModule):
         self.stretch = check_stretch(stretch_percentiles)
         self.seed = int(seed)
         self.bit_depth = check_bit_depth(bit_depth)
+        self.instances = check_instance_decoding(instances)
         self._bit_depths_logged: set[str] = set()
         self.weak_labels = weak_labels
         self.target_transform: Callable[[np.ndarray | None, str], np.ndarray] | None = None
@@ -314,8 +316,25 @@ class NucleiDataModule(pl.LightningDataModule):
             "dataset": self.dataset,
             "splits": self.splits,
             "modality": self.modality,
+            "instances": self.instances,
             "augment": asdict(self.augment) if self.augment else None,
         }
+
+
+def check_instance_decoding(instances: dict | None) -> dict | None:
+    """`data.instances`: how a predicted foreground of this data is split into nuclei, for the methods that
+    predict foreground only (S2L). `{method: NAME, NAME: {keywords}, ...}` -> `{"method": NAME, "kwargs": {...}}`;
+    the name itself is checked by the decoding (cellseg.postproc.instances)."""
+    if instances is None:
+        return None
+    if not hasattr(instances, "get") or not isinstance(instances.get("method"), str):
+        raise ValueError(f"data.instances={instances!r}; expected a mapping with a 'method' name "
+                         "and one mapping of keywords per method, e.g. {method: cc, cc: {connectivity: 8}}")
+    method = instances["method"]
+    kwargs = instances.get(method, {})
+    if not hasattr(kwargs, "items"):
+        raise ValueError(f"data.instances.{method}={kwargs!r}; expected a mapping of decoding keywords")
+    return {"method": method, "kwargs": dict(kwargs)}
 
 
 def check_positive(**sizes: int) -> None:

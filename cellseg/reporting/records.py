@@ -42,6 +42,7 @@ class RunRecord:
     git_sha: str | None = None
     test_data: dict | None = None
     stages: dict = field(default_factory=dict)  # stage number -> per-image-mean metrics
+    annotation: dict | None = None  # what its training images carried (cellseg/data/weak/amount.py)
 
     @property
     def group(self) -> tuple[str, str, str, str]:
@@ -123,7 +124,8 @@ def read_run(folder: Path) -> RunRecord:
         pred_dir=Path(summary["pred_dir"]) if summary.get("pred_dir") else None,
         gt_dir=Path(summary["gt_dir"]) if summary.get("gt_dir") else None,
         cpu_minutes=minutes("cpu_s"), wall_minutes=minutes("wall_s"), command=record["command"],
-        git_sha=record.get("git_sha"), test_data=record.get("test_data"), stages=read_stages(folder))
+        git_sha=record.get("git_sha"), test_data=record.get("test_data"), stages=read_stages(folder),
+        annotation=record.get("annotation_used"))
 
 
 def load_runs(roots: list[Path]) -> list[RunRecord]:

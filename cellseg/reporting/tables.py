@@ -65,9 +65,25 @@ def summary_row(group: Group, reference: Group | None) -> dict:
     row["reference"] = reference.name if reference is not None and reference is not group else None
     row["wilcoxon_p"], row["n_pairs"] = (paired_wilcoxon(group.per_image(), reference.per_image())
                                          if row["reference"] else (math.nan, 0))
+    row["annotation"] = annotation_summary(first.annotation)
+    row.update({f"annotation_{key}": value for key, value in (first.annotation or {}).items()
+                if isinstance(value, int) and key not in ("images", "labelled_images")})
     row["cpu_minutes"] = mean_sd([run.cpu_minutes for run in group.runs])[0]
     row["wall_minutes"] = mean_sd([run.wall_minutes for run in group.runs])[0]
     return row
+
+
+def annotation_summary(used: dict | None) -> str:
+    """The annotation a run trained on, in the unit a lab pays for (its first seed's: scribbles are seeded)."""
+    if not used:
+        return "–"
+    if "instances" in used:
+        return f"{used['instances']} instances"
+    if "scribble_pixels" in used:
+        return f"{used['scribble_pixels'] / max(used['pixels'], 1):.1%} px scribbled"
+    if "tiles" in used:
+        return f"{used['tiles']} tiles ({used['positive_tiles']} positive)"
+    return "none"
 
 
 def summary_rows(groups: list[Group], reference_method: str | None) -> list[dict]:
@@ -92,9 +108,9 @@ def mean_pm_sd(row: dict, metric: str) -> str:
 
 def display_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the human-readable table (Markdown and HTML show the same cells)."""
-    header = ["dataset", "supervision", "budget", "method", "seeds", "images",
+    header = ["dataset", "supervision", "budget", "annotation used", "method", "seeds", "images",
               *(METRIC_LABELS[m] for m in METRICS), "AJI 95 % CI", "p vs reference", "CPU min"]
-    cells = [[r["dataset"], r["supervision"], r["budget"], r["method"], str(r["n_seeds"]), str(r["n_images"]),
+    cells = [[r["dataset"], r["supervision"], r["budget"], r["annotation"], r["method"], str(r["n_seeds"]), str(r["n_images"]),
               *(mean_pm_sd(r, m) for m in METRICS), f"{fmt(r['aji_ci_low'])}–{fmt(r['aji_ci_high'])}",
               "reference" if r["is_reference"] else fmt(r["wilcoxon_p"], 4), fmt(r["cpu_minutes"], 1)]
              for r in rows]

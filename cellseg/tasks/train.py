@@ -16,12 +16,13 @@ from omegaconf import DictConfig
 from cellseg.callbacks import LastCheckpoint
 from cellseg.callbacks.inference_recipe import build_recipe
 from cellseg.callbacks.last_checkpoint import LAST_NAME
+from cellseg.data.weak.amount import annotation_used
 from cellseg.pipeline.checks import ConfigError, check_monitors, check_supervision
 from cellseg.pipeline.evaluate import predict_and_evaluate
 from cellseg.pipeline.trainer import build_callbacks, build_loggers, build_trainer
 from cellseg.tasks.common import metric_for_sweeper, run_task
 from cellseg.utils.checkpoints import read_checkpoint
-from cellseg.utils.project import CONFIG_DIR, set_project_root_env
+from cellseg.utils.project import CONFIG_DIR, set_project_root_env, update_run_record
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,20 @@ def fit_and_test(cfg: DictConfig) -> dict:
 def train(cfg: DictConfig) -> dict:
     """Run the method's runner (`method.runner`: fit_and_test, or a multi-stage pipeline)."""
     runner = hydra.utils.instantiate(cfg.method.runner)
-    return runner(cfg)
+    metrics = runner(cfg)
+    record_annotation_used(cfg)
+    return metrics
+
+
+def record_annotation_used(cfg: DictConfig) -> None:
+    """run_info's record gains what the training images carried under the run's supervision (instances, scribble
+    pixels, labelled tiles), counted from the cached weak labels."""
+    if not cfg.get("train") or pl.utilities.rank_zero_only.rank != 0:
+        return
+    datamodule = hydra.utils.instantiate(cfg.data, weak_labels=None)
+    used = annotation_used(hydra.utils.instantiate(cfg.supervision.generator), datamodule.layout("train"),
+                           datamodule.ids("train"))
+    update_run_record(Path(cfg.paths.output_dir), annotation_used=used)
 
 
 def resumes_automatically(cfg: DictConfig) -> bool:

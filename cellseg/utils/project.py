@@ -148,15 +148,28 @@ def save_run_info(cfg: DictConfig, output_dir: Path) -> None:
     )
 
 
+def read_run_info(output_dir: Path) -> dict:
+    try:
+        return json.loads((Path(output_dir) / RUN_INFO).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def update_run_record(output_dir: Path, **fields) -> None:
+    """Add what is known only once the run has worked (e.g. the annotation it trained on) to run_info's record;
+    a folder without run_info.json (a task called outside `run_task`) is left alone."""
+    if not (Path(output_dir) / RUN_INFO).is_file():
+        return
+    info = read_run_info(output_dir)
+    info["record"] = {**info.get("record", {}), **fields}
+    write_json(Path(output_dir) / RUN_INFO, info)
+
+
 def set_run_status(output_dir: Path, status: str, error: str | None = None) -> None:
     """Mark the run `completed` or `failed` (with the error) in its run_info.json."""
-    path = Path(output_dir) / RUN_INFO
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        info = {}
+    info = read_run_info(output_dir)
     info.update(status=status, finished=time.time(), error=error, resources=resources_used(info.get("started")))
-    write_json(path, info)
+    write_json(Path(output_dir) / RUN_INFO, info)
 
 
 # Absolute, so the entry points find the configs whatever the working directory or import path: the package's

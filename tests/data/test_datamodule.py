@@ -121,3 +121,15 @@ def test_crop_geometry_reproduces_the_crop_of_any_per_image_map(sample_data):
         full = dataset.targets[item["index"]]
         np.testing.assert_array_equal(apply_geometry(full, geometry, fill=255), item["target"].numpy())
     assert any(CropGeometry.from_tensor(dataset[i]["geometry"]).rot90 for i in range(12))
+
+
+def test_data_instances_resolve_to_the_chosen_decoding_and_its_keywords():
+    from cellseg.data.datamodule import check_instance_decoding
+
+    chosen = {"method": "cc", "cc": {"connectivity": 8}, "watershed": {"footprint_radius": 6}}
+    assert check_instance_decoding(chosen) == {"method": "cc", "kwargs": {"connectivity": 8}}
+    assert check_instance_decoding({"method": "watershed"}) == {"method": "watershed", "kwargs": {}}
+    with pytest.raises(ValueError, match="data.instances"):
+        check_instance_decoding({"cc": {}})
+    with pytest.raises(ValueError, match="data.instances.cc"):
+        check_instance_decoding({"method": "cc", "cc": 8})

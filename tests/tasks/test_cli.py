@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tifffile
+from omegaconf import OmegaConf
 from PIL import Image
 
 from cellseg.utils.io import read_image, read_label, write_label
@@ -41,6 +43,13 @@ def test_train_writes_its_run_folder(trained_run):
         assert (trained_run / name).exists(), name
     info = json.loads((trained_run / "run_info.json").read_text())
     assert info["seed"] == 42 and info["packages"]["torch"]
+    # full supervision: every training label's instances, counted here from the sample's label files
+    first = OmegaConf.load(trained_run / "config_resolved.yaml").data.max_images  # debug=smoke: the first 3
+    labels = [read_label(path) for path in sorted((SAMPLE_TEST.parent / "train" / "labels").iterdir())[:first]]
+    used = info["record"]["annotation_used"]
+    assert used["format"] == "instance" and used["images"] == used["labelled_images"] == len(labels)
+    assert used["instances"] == sum(len(np.unique(label[label > 0])) for label in labels)
+    assert used["labelled_pixels"] == sum(int((label > 0).sum()) for label in labels)
 
 
 def test_eval_reproduces_the_training_metrics(trained_run, tmp_path):

@@ -4,7 +4,8 @@ Warm-up (epoch < E_w): L = L_sp, CE over scribbled pixels only. Afterwards L = L
 unscribbled pixels against ŷ from the per-image EMA map Ȳ (1 if Ȳ > τ, 0 if Ȳ < 1 - τ, else ignored); each term
 averages over its own valid pixels and an empty term contributes 0. Ȳ is updated after epoch e when
 (e + 1) mod Q == 0 (cellseg/methods/s2l/ema_maps.py) and travels with every checkpoint. `pce_only` is the pCE
-baseline (scribble loss alone, no EMA). Instances: 8-connected components of p_fg > 0.5 (`instances: cc`).
+baseline (scribble loss alone, no EMA). Instances: p_fg > 0.5 decoded as the data config says (`data.instances`:
+watershed for touching H&E nuclei, the reference's 8-connected components for sparse fluorescence).
 """
 
 from __future__ import annotations
