@@ -34,6 +34,7 @@ from cellseg.callbacks.inference_recipe import build_recipe
 from cellseg.callbacks.last_checkpoint import LAST_NAME
 from cellseg.data.tiles import Tile, TileDataModule, held_out_tiles, read_tile_table, write_tile_table
 from cellseg.data.transforms import AugmentConfig, to_normalised_tensor
+from cellseg.data.weak.amount import amount_of_targets
 from cellseg.data.weak.image_level import balance_tiles, load_tiles
 from cellseg.methods.cyclic.pseudo_instances import (
     candidate_areas,
@@ -56,6 +57,7 @@ from cellseg.pipeline.trainer import build_loggers, build_trainer, stage_trainer
 from cellseg.utils.devices import torch_device
 from cellseg.utils.ignore import IGNORE_INSTANCE
 from cellseg.utils.io import atomic_path, read_label, write_json, write_label
+from cellseg.utils.project import update_run_record
 
 log = logging.getLogger(__name__)
 
@@ -179,12 +181,22 @@ class CyclicPipeline:
             metrics = {**metrics, "val/tile_accuracy": float(records[-1]["tile_accuracy"])}
         if rank() == 0:
             write_json(self.output_dir / "loops.json", {"loops": records, "final_loop": last})
+            update_run_record(self.output_dir, annotation_used=self.annotation_used())
             for name in METRIC_FILES if test else ():
                 source = self.output_dir / f"evaluate_{last}" / name
                 if source.is_file():
                     with atomic_path(self.output_dir / name) as tmp:
                         shutil.copyfile(source, tmp)
         return metrics
+
+    def annotation_used(self) -> dict:
+        """The image-level labels the run trained on, counted from its cached tile tables (training and held-out
+        tiles): the generator's own cache would need the training masks, which a Cyclic run never reopens."""
+        tiles_dir = self.graph.get("tiles", 0).dir
+        rows: dict[str, list] = {}
+        for tile in read_tile_table(tiles_dir / "train.csv") + read_tile_table(tiles_dir / "held_out.csv"):
+            rows.setdefault(tile.image_id, []).append([tile.x, tile.y, tile.size, tile.label])
+        return amount_of_targets("tiles", self.ids, {image_id: np.asarray(r) for image_id, r in rows.items()})
 
     def loop_record(self, n: int, metrics: dict) -> dict:
         """What loop n did: tile accuracy, pseudo-set size and change, self-training, test metrics (if run)."""

@@ -22,7 +22,7 @@ from cellseg.pipeline.evaluate import predict_and_evaluate
 from cellseg.pipeline.trainer import build_callbacks, build_loggers, build_trainer
 from cellseg.tasks.common import metric_for_sweeper, run_task
 from cellseg.utils.checkpoints import read_checkpoint
-from cellseg.utils.project import CONFIG_DIR, set_project_root_env, update_run_record
+from cellseg.utils.project import CONFIG_DIR, RUN_INFO, read_run_info, set_project_root_env, update_run_record
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +163,15 @@ def train(cfg: DictConfig) -> dict:
 def record_annotation_used(cfg: DictConfig) -> None:
     """run_info's record gains what the training images carried under the run's supervision (instances, scribble
     pixels, labelled tiles), counted from the cached weak labels."""
-    if not cfg.get("train") or pl.utilities.rank_zero_only.rank != 0:
+    output_dir = Path(cfg.paths.output_dir)
+    if not cfg.get("train") or pl.utilities.rank_zero_only.rank != 0 or not (output_dir / RUN_INFO).is_file():
+        return
+    if "annotation_used" in read_run_info(output_dir).get("record", {}):  # the runner counted its own labels
         return
     datamodule = hydra.utils.instantiate(cfg.data, weak_labels=None)
     used = annotation_used(hydra.utils.instantiate(cfg.supervision.generator), datamodule.layout("train"),
                            datamodule.ids("train"))
-    update_run_record(Path(cfg.paths.output_dir), annotation_used=used)
+    update_run_record(output_dir, annotation_used=used)
 
 
 def resumes_automatically(cfg: DictConfig) -> bool:

@@ -3,7 +3,7 @@ tiles labelled), counted from the cached weak labels, never from ground truth th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -39,12 +39,19 @@ def annotation_used(weak_labels: WeakLabels, layout: SplitLayout, ids: Sequence[
     """Totals over the training images `ids`: `format`, `images`, `labelled_images` and the format's counts
     (see the *_amount functions). `weak_labels.prepare` finds its cache, so nothing is generated twice."""
     paths = weak_labels.prepare(layout, ids)
-    totals: dict = {"format": weak_labels.target_format, "images": len(ids), "labelled_images": len(paths)}
-    count = AMOUNT_OF_FORMAT.get(weak_labels.target_format)
+    targets = {image_id: weak_labels.read_target(paths[image_id]) for image_id in ids if image_id in paths}
+    return amount_of_targets(weak_labels.target_format, ids, targets)
+
+
+def amount_of_targets(target_format: str, ids: Sequence[str], targets: Mapping[str, np.ndarray]) -> dict:
+    """Totals of the targets a run trained on (`targets`: image id -> target in `target_format`), for runners
+    that keep their own copy of the weak labels (Cyclic's cached tile tables)."""
+    totals: dict = {"format": target_format, "images": len(ids), "labelled_images": len(targets)}
+    count = AMOUNT_OF_FORMAT.get(target_format)
     if count is None:
         return totals
     for image_id in ids:
-        if image_id in paths:
-            for key, value in count(weak_labels.read_target(paths[image_id])).items():
+        if image_id in targets:
+            for key, value in count(targets[image_id]).items():
                 totals[key] = totals.get(key, 0) + value
     return totals

@@ -20,6 +20,7 @@ from cellseg.pipeline.checks import ConfigError, check_supervision
 from cellseg.tasks.train import train
 from cellseg.utils.ignore import IGNORE_INSTANCE
 from cellseg.utils.io import read_label
+from cellseg.utils.project import read_run_info, save_run_info
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -64,9 +65,16 @@ def test_cyclic_runs_every_stage_stops_by_its_rule_and_never_reopens_masks(tmp_p
     train_labels = Path(cfg.data.root) / "Synth" / "train" / "labels"
     shutil.rmtree(train_labels)
     again = compose_cyclic([*overrides, "method.loops=1"], tmp_path / "again")
+    save_run_info(again, tmp_path / "again")  # as train.py does: the run record then counts the labels used
     train(again)
     assert (tmp_path / "again" / "evaluate_1" / "done.json").is_file()
     assert (tmp_path / "again" / "tiles_0" / "train.csv").read_bytes() == (out / "tiles_0" / "train.csv").read_bytes()
+    # ... and the run record counts the tiles it trained on from those cached tables, not from the masks
+    tables = [(out / "tiles_0" / name).read_text().splitlines()[1:] for name in ("train.csv", "held_out.csv")]
+    rows = [line.split(",") for table in tables for line in table]
+    used = read_run_info(tmp_path / "again")["record"]["annotation_used"]
+    assert used["format"] == "tiles" and used["tiles"] == len(rows) > 0
+    assert used["labelled_images"] == len({row[0] for row in rows})
 
 
 def test_cyclic_killed_mid_loop_resumes_to_identical_files(tmp_path):
