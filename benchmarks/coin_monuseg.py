@@ -32,6 +32,7 @@ from cellseg.evaluation import evaluate_arrays
 from cellseg.metrics.pseudo_labels import pseudo_label_quality, summarise_quality
 from cellseg.pipeline.coin import build_coin_part, propagate_image, propagation_model
 from cellseg.postproc.instances import binary_to_instances
+from cellseg.reporting.tables import fmt, text_table
 from cellseg.utils.io import read_image, read_label, write_image, write_json, write_label
 
 EXPERIMENT = "coin_cpu_monuseg"
@@ -128,14 +129,8 @@ def round_rows(run_dir: Path) -> list[dict]:
 def format_rows(rows: list[dict]) -> str:
     columns = [("AJI", "aji"), ("PQ", "pq"), ("Dice", "dice"), ("mIoU", "miou_bin"), ("prec.", "precision"),
                ("cover.", "coverage"), ("s/img", "s_per_image"), ("min", "wall_min"), ("peak MiB", "peak_mib")]
-    lines = [f"{'stage':<44}" + "".join(f"{title:>9}" for title, _ in columns)]
-    for row in rows:
-        cells = []
-        for _, key in columns:
-            value = row.get(key)
-            cells.append(f"{'-':>9}" if value is None else f"{value:>9.{1 if key == 'peak_mib' else 3}f}")
-        lines.append(f"{row['stage']:<44}" + "".join(cells))
-    return "\n".join(lines)
+    cells = [[row["stage"], *(fmt(row.get(key), 1 if key == "peak_mib" else 3) for _, key in columns)] for row in rows]
+    return text_table(["stage", *(title for title, _ in columns)], cells)
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ import numpy as np
 from _run import DEFAULT_DATA_ROOT, REPO_ROOT, run_train
 
 from cellseg.metrics.pseudo_labels import pseudo_label_quality, summarise_quality
+from cellseg.reporting.tables import text_table
 from cellseg.utils.io import read_label, write_json
 
 EXPERIMENT = "cyclic_cpu_monuseg"
@@ -171,9 +172,7 @@ def format_table(rows_by_seed: dict[int, list[dict]]) -> str:
         for _, key, decimals in COLUMNS[1:]:
             line.append(cell([row.get(key) for row in per_seed], decimals, several))
         table.append(line)
-    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(text.rjust(width) for text, width in zip(line, widths, strict=True)).rstrip()
-                     for line in table)
+    return text_table(table[0], table[1:])
 
 
 # ------------------------------------------------------------------------------------------------------ targets

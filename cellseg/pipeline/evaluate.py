@@ -6,8 +6,13 @@ import logging
 import shutil
 from pathlib import Path
 
-from cellseg.evaluation import evaluate_predictions, format_table
+import numpy as np
+
+from cellseg.data.layout import SplitLayout
+from cellseg.evaluation import EvalResult, evaluate_predictions, format_table
 from cellseg.inference.prediction_writer import InstanceMapWriter
+from cellseg.utils.io import read_image, read_label
+from cellseg.utils.overlay import as_rgb_uint8, overlay_instances
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +33,27 @@ def predict_and_evaluate(cfg, trainer, module, datamodule, ckpt_path: str | None
     layout = datamodule.layout(split_role)
     result = evaluate_predictions(layout.labels_dir, pred_dir, output_dir, ids=datamodule.ids(split_role))
     log.info("%s metrics (checkpoint %s):\n%s", split_role, ckpt_path, format_table(result))
+    log_evaluation(trainer.loggers, result, layout, pred_dir, split_role, overlays=getattr(module, "log_images", 0))
+    return {f"{split_role}/{k}": v for k, v in result.per_image_mean.items()}
+
+
+def log_evaluation(loggers, result: EvalResult, layout: SplitLayout, pred_dir: Path, split_role: str,
+                   overlays: int = 0) -> None:
+    """Every logger gets the split's per-image means (W&B keeps the last values as the run's summary); loggers
+    that hold tables and images (W&B) also get the per-image table and overlays of the first `overlays` images
+    (predicted outlines red, ground truth green), so a run's page shows what the figures came from."""
     metrics = {f"{split_role}/{k}": v for k, v in result.per_image_mean.items()}
-    for logger in trainer.loggers:
+    ids = [str(image_id) for image_id in result.per_image.index[:max(0, int(overlays))]]
+    for logger in loggers:
         logger.log_metrics(metrics)
-    return metrics
+        if hasattr(logger, "log_table"):
+            logger.log_table(key=f"{split_role}/per_image", dataframe=result.per_image.rename_axis("image_id").reset_index())
+        if hasattr(logger, "log_image") and ids:
+            logger.log_image(key=f"{split_role}/overlay", images=[prediction_overlay(layout, pred_dir, i) for i in ids],
+                             caption=ids)
+
+
+def prediction_overlay(layout: SplitLayout, pred_dir: Path, image_id: str) -> np.ndarray:
+    """The image with the saved prediction's outlines (red) over the ground truth's (green)."""
+    image = as_rgb_uint8(read_image(layout.image_path(image_id)))
+    return overlay_instances(image, read_label(pred_dir / f"{image_id}.png"), read_label(layout.label_path(image_id)))

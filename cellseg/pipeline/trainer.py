@@ -14,7 +14,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
 from cellseg.callbacks import RandomStateCheckpoint, WandbRunId
@@ -77,8 +77,19 @@ def build_callbacks(callbacks_cfg: DictConfig | None, loggers: list, checkpoint_
     return callbacks
 
 
+def resolved_config(cfg: DictConfig) -> dict:
+    """The run's whole configuration, interpolations resolved, without Hydra's own node."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True)
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list, **overrides) -> pl.Trainer:
-    """`cfg.trainer` with these callbacks and loggers, atomic checkpoint writes, and keyword overrides."""
+    """`cfg.trainer` with these callbacks and loggers, atomic checkpoint writes, and keyword overrides. Every
+    logger records the run's resolved config (data, model, method, seed, budget ...), not only the module's
+    hyper-parameters that Lightning logs itself."""
+    if loggers:
+        config = resolved_config(cfg)
+        for logger in loggers:
+            logger.log_hyperparams(config)
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                    plugins=[AtomicCheckpointIO()], **overrides)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from cellseg.reporting.tables import Group
 from cellseg.utils.io import read_image, read_label, write_image
-from cellseg.utils.overlay import overlay_instances
+from cellseg.utils.overlay import as_rgb_uint8, overlay_instances
 
 CROP = 256  # px: large enough to see nuclei, small enough that a row of methods fits the page
 
@@ -37,16 +37,6 @@ def source_image(gt_dir: Path, image_id: str) -> Path | None:
 def centre_crop(array: np.ndarray, size: int = CROP) -> np.ndarray:
     top, left = max(0, (array.shape[0] - size) // 2), max(0, (array.shape[1] - size) // 2)
     return array[top:top + size, left:left + size]
-
-
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    image = image[..., :3]
-    if image.dtype != np.uint8:  # 16-bit or float microscopy: stretch for display only
-        low, high = np.percentile(image, (1, 99.8))
-        image = (np.clip((image - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
-    return np.ascontiguousarray(image)
 
 
 def render(group: Group, image_id: str, folder: Path, kind: str) -> Tile | None:

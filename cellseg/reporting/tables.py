@@ -118,7 +118,24 @@ def display_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header, cells = display_rows(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines)
+    return text_table(*display_rows(rows))
+
+
+def text_table(header: list[str], cells: list[list[str]]) -> str:
+    """The project's one table format: a Markdown table with padded columns (text first column left-aligned,
+    figures right-aligned), as the report, `cellseg-report` and every benchmark script print it."""
+    widths = [max(len(str(line[i])) for line in [header, *cells]) for i in range(len(header))]
+
+    def line(values: list[str]) -> str:
+        padded = [str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule, *(line(row) for row in cells)])
+
+
+def parse_text_table(text: str) -> list[list[str]]:
+    """The cells of a `text_table` (header first, the rule left out): what a test or a script reads back."""
+    rows = [[cell.strip() for cell in line.strip()[1:-1].split("|")] for line in text.splitlines()
+            if line.startswith("|")]
+    return [row for row in rows if not all(set(cell) <= set("-:") and cell for cell in row)]

@@ -205,3 +205,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 set_project_root_env()
+
+
+if __name__ == "__main__":
+    main()

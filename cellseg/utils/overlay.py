@@ -22,3 +22,14 @@ def side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
     height = max(img.shape[0] for img in images)
     padded = [np.pad(img, ((0, height - img.shape[0]), (0, gap), (0, 0)), constant_values=255) for img in images]
     return np.concatenate(padded, axis=1)
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """An image as RGB uint8 for display: grey replicated, 16-bit or float stretched between percentiles."""
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    image = image[..., :3]
+    if image.dtype != np.uint8:  # 16-bit or float microscopy: stretch for display only
+        low, high = np.percentile(image, (1, 99.8))
+        image = (np.clip((image - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
+    return np.ascontiguousarray(image)
