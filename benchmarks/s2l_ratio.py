@@ -29,6 +29,8 @@ import numpy as np
 from _run import DEFAULT_DATA_ROOT, REPO_ROOT, find_run_dir, read_metrics, run_train
 from omegaconf import OmegaConf
 
+from cellseg.reporting.tables import fmt, text_table
+
 EXPERIMENT = "s2l_unet_dsb2018fluo_cpu"
 QUICK = ["data.max_images=8", "trainer.max_epochs=2", "method.module.warmup_epochs=1", "method.module.ema_period=1"]
 # The supervised baseline decodes instances as S2L does, so the table compares the semantic masks.
@@ -124,16 +126,15 @@ def main() -> None:
           + (f", averaged over seeds {' '.join(map(str, seeds))}" if len(seeds) > 1 else ""))
     print(budget_line(first_run))
     spread = len(seeds) > 1
-    header = (f"{'run':<18}" + "".join(f"{title:>8}" for _, title in COLUMNS) + (f"{'AJI sd':>8}" if spread else "")
-              + f"{'wall min':>10}{'CPU min':>9}")
-    print(header)
-    print("-" * len(header))
+    header = ["run", *(title for _, title in COLUMNS), *(["AJI sd"] if spread else []), "wall min", "CPU min"]
+    cells = []
     for label, runs_of_row in results:
         means = {key: np.mean([summary["per_image_mean"][key] for summary, _, _ in runs_of_row]) for key, _ in COLUMNS}
-        aji_sd = np.std([summary["per_image_mean"]["aji"] for summary, _, _ in runs_of_row])
+        aji_sd = np.std([summary["per_image_mean"]["aji"] for summary, _, _ in runs_of_row], ddof=1) if spread else None
         wall, cpu = (sum(cost[k] for _, cost, _ in runs_of_row) / 60 for k in ("wall_s", "cpu_s"))
-        print(f"{label:<18}" + "".join(f"{means[key]:>8.4f}" for key, _ in COLUMNS)
-              + (f"{aji_sd:>8.4f}" if spread else "") + f"{wall:>10.1f}{cpu:>9.1f}")
+        cells.append([label, *(fmt(means[key], 4) for key, _ in COLUMNS), *([fmt(aji_sd, 4)] if spread else []),
+                      fmt(wall, 1), fmt(cpu, 1)])
+    print(text_table(header, cells))
     print(f"runs under {out / 'train' / 'runs'}; CPU = user + sys of all threads")
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from _run import DEFAULT_DATA_ROOT, REPO_ROOT, find_run_dir, read_metrics, run_train
 
+from cellseg.reporting.tables import fmt, text_table
+
 EXPERIMENT = "supervised_unet_monuseg"
 
 
@@ -31,9 +33,8 @@ def main() -> None:
     summary = read_metrics(find_run_dir(args.out.resolve(), EXPERIMENT))
     mean, pooled = summary["per_image_mean"], summary["pooled"]
     print(f"\nsupervised U-Net on MoNuSeg test ({summary['n_images']} images)")
-    print(f"{'metric':<10}{'per-image':>11}{'pooled':>9}")
-    for name in ("aji", "aji_plus", "pq", "dice", "miou_bin"):
-        print(f"{name:<10}{mean[name]:>11.4f}{pooled[name]:>9.4f}")
+    names = ("aji", "aji_plus", "pq", "dice", "miou_bin")
+    print(text_table(["metric", "per-image", "pooled"], [[n, fmt(mean[n], 4), fmt(pooled[n], 4)] for n in names]))
     print(f"wall {cost['wall_s'] / 60:.1f} min, CPU {cost['cpu_s'] / 60:.1f} min (user+sys, all threads)")
 
 

@@ -6,7 +6,7 @@
     python -m cellseg.sweeps.suite SUITE --dry-run                                          # the commands only
 
 A suite file names its runs (a list of train.py overrides each), its seeds and the report's reference method.
-Each run is one `train.py -m ... seed=a,b,c` multirun under `<log dir>/train/multiruns/`, in a sweep folder named
+Each run is one `train.py -m ... seed=a,b,c` multirun under `<log dir>/<task>/multiruns/`, in a sweep folder named
 after the suite and the run (`CELLSEG_SWEEP_ID`), so a suite started again skips the seeds that completed and
 resumes the others from their `last.ckpt`. Overrides after `--` go to every run (a launcher, a data root, ...).
 A failed run is reported at the end and the suite goes on with the others; the report shows what completed.
@@ -72,7 +72,7 @@ def sweep_id(suite: Suite, run: str) -> str:
 def completed_seeds(log_dir: Path, sweep: str) -> set[int]:
     """Seeds whose job of this sweep folder finished (run_info.json status `completed`)."""
     done = set()
-    for info_path in (log_dir / "train" / "multiruns").glob(f"*/{sweep}/*/{RUN_INFO}"):
+    for info_path in log_dir.glob(f"*/multiruns/*/{sweep}/*/{RUN_INFO}"):  # <task>/multiruns/<experiment>/...
         info = json.loads(info_path.read_text())
         if info.get("status") == "completed" and info.get("seed") is not None:
             done.add(int(info["seed"]))
@@ -105,7 +105,7 @@ def run_suite(suite: Suite, log_dir: Path, extra: list[str], dry_run: bool = Fal
 
 def write_report(suite: Suite, log_dir: Path, out: Path) -> None:
     title = f"{suite.name}: {suite.description}" if suite.description else suite.name
-    report.main([str(log_dir / "train"), "--out", str(out), "--reference", suite.reference or "none",
+    report.main([str(log_dir), "--out", str(out), "--reference", suite.reference or "none",
                  "--title", title])
 
 

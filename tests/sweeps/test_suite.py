@@ -63,7 +63,7 @@ def test_a_tiny_suite_trains_every_run_over_its_seeds_reports_them_and_skips_the
     assert sorted(rows) == ["s2l", "supervised"]
     assert all(int(row["n_seeds"]) == 2 for row in rows.values())
     assert (log_dir / "report" / "index.html").is_file()
-    jobs = sorted(log_dir.glob("train/multiruns/*/tiny-*/*/metrics.json"))
+    jobs = sorted(log_dir.glob("*/multiruns/*/tiny-*/*/metrics.json"))
     assert len(jobs) == 4  # 2 runs x 2 seeds, each run in its own sweep folder
 
     caplog.set_level("INFO")
