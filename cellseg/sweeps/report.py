@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
+from cellseg.reporting.tables import text_table
 from cellseg.sweeps.study import BASE_OVERRIDES_ATTR, JOURNAL_NAME, OBJECTIVE_ATTR, journal_storage
 from cellseg.utils.io import atomic_path
 
@@ -49,6 +50,16 @@ def trial_table(study: optuna.Study) -> pd.DataFrame:
                      "minutes": None if seconds is None else round(seconds / 60, 2),
                      "worker": trial.user_attrs.get("worker"), **trial.params})
     return pd.DataFrame(rows).set_index("trial") if rows else pd.DataFrame()
+
+
+def format_trials(table: pd.DataFrame) -> str:
+    """The trial table in the project's table format; values and parameters to 4 significant digits."""
+    if table.empty:
+        return "(no trial yet)"
+    rows = table.reset_index()
+    cells = [["" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+             for row in rows.itertuples(index=False)]
+    return text_table([str(c) for c in rows.columns], cells)
 
 
 def exported_experiment(study: optuna.Study) -> str:
@@ -91,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         print(table.reset_index().to_json(orient="records", indent=1))
         return
     print(f"study {study.study_name} ({study.direction.name.lower()} "
-          f"{study.user_attrs.get(OBJECTIVE_ATTR, 'the objective')}):\n{table.to_string()}")
+          f"{study.user_attrs.get(OBJECTIVE_ATTR, 'the objective')}):\n{format_trials(table)}")
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         print("no complete trial yet")
