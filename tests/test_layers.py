@@ -11,8 +11,8 @@ PACKAGE = Path(cellseg.__file__).parent
 # Rank of each top-level part of the package; an import must point to a strictly lower rank (or stay inside).
 RANKS = {
     "utils": 0,
-    "metrics": 1, "postproc": 1, "data": 1, "callbacks": 1, "weights": 1,
-    "evaluation": 2, "data.weak": 2, "reporting": 2,
+    "metrics": 1, "postproc": 1, "data": 1, "weights": 1,
+    "evaluation": 2, "data.weak": 2, "reporting": 2, "callbacks": 2,
     "models": 3, "inference": 3,
     "methods": 4,
     "pipeline": 5,

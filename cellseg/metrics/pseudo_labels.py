@@ -68,3 +68,45 @@ def summarise_quality(per_image: Iterable[dict]) -> dict:
         "false_background_fraction": (totals["false_background_pixels"] / totals["background_pixels"]
                                       if totals["background_pixels"] else float("nan")),
     }
+
+
+def pixel_pseudo_label_counts(foreground_map: np.ndarray, gt: np.ndarray, tau: float) -> dict:
+    """Pixel counts of one image's semantic pseudo-labels (S2L): foreground where the map is > tau, background
+    where it is < 1 - tau, undecided in between (and where the map is NaN), against the GT foreground."""
+    values = np.asarray(foreground_map, dtype=np.float32)
+    gt_fg = np.asarray(gt) > 0
+    if values.shape != gt_fg.shape:
+        raise ValueError(f"pseudo-label map is {values.shape} but its GT is {gt_fg.shape}")
+    pseudo_fg, pseudo_bg = values > tau, values < 1.0 - tau
+    return {
+        "pixels": int(values.size),
+        "gt_fg": int(np.count_nonzero(gt_fg)),
+        "pseudo_fg": int(np.count_nonzero(pseudo_fg)),
+        "pseudo_bg": int(np.count_nonzero(pseudo_bg)),
+        "pseudo_fg_correct": int(np.count_nonzero(pseudo_fg & gt_fg)),
+        "pseudo_bg_correct": int(np.count_nonzero(pseudo_bg & ~gt_fg)),
+    }
+
+
+def summarise_pixel_quality(per_image: Iterable[dict]) -> dict:
+    """Pooled pixel precision/recall of foreground and background pseudo-labels and the decided shares."""
+    totals: dict[str, int] = {}
+    for counts in per_image:
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0) + value
+    if not totals:
+        raise ValueError("no image to summarise")
+    gt_bg = totals["pixels"] - totals["gt_fg"]
+
+    def ratio(num: int, den: int) -> float:
+        return num / den if den else float("nan")
+
+    return {
+        "fg_share": ratio(totals["pseudo_fg"], totals["pixels"]),
+        "bg_share": ratio(totals["pseudo_bg"], totals["pixels"]),
+        "undecided_share": ratio(totals["pixels"] - totals["pseudo_fg"] - totals["pseudo_bg"], totals["pixels"]),
+        "fg_precision": ratio(totals["pseudo_fg_correct"], totals["pseudo_fg"]),
+        "fg_recall": ratio(totals["pseudo_fg_correct"], totals["gt_fg"]),
+        "bg_precision": ratio(totals["pseudo_bg_correct"], totals["pseudo_bg"]),
+        "bg_recall": ratio(totals["pseudo_bg_correct"], gt_bg),
+    }

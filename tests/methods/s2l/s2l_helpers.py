@@ -7,13 +7,17 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from cellseg.data import NucleiDataModule
+from cellseg.data.weak import ScribbleLabels
 from cellseg.methods.s2l.module import Scribble2Label
 from cellseg.utils.ignore import IGNORE_CLASS
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+SAMPLE = REPO_ROOT / "data" / "sample"
 IGNORE = IGNORE_CLASS
 
 
@@ -40,6 +44,24 @@ def make_module(seed: int = 0, **options) -> Scribble2Label:
         log_images=0,
     )
     return Scribble2Label(TinyNet(), **{**defaults, **options})
+
+
+
+def sample_datamodule(cache: Path, val_holdout: int = 0) -> NucleiDataModule:
+    """Two training images of the bundled sample, 32 px crops: one step per epoch."""
+    return NucleiDataModule(name="sample", root=str(SAMPLE), dataset="MoNuSegSample", val_holdout=val_holdout,
+                            max_images=2, crop=32, crops_per_image=1, batch_size=2, num_workers=0,
+                            weak_labels=ScribbleLabels(cache_dir=cache, ratio=0.3))
+
+
+def fit(module: Scribble2Label, datamodule: NucleiDataModule, max_epochs: int, callbacks=(), ckpt_path=None):
+    datamodule.configure_targets(module.train_target, module.ignore_index)
+    checkpointing = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=max_epochs, logger=False, callbacks=list(callbacks),
+                         enable_checkpointing=checkpointing, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, default_root_dir=datamodule.weak_labels.cache_dir.parent)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return trainer
 
 
 def make_batch(n: int = 2, size: int = 16, seed: int = 0) -> dict:
