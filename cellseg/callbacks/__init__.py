@@ -2,8 +2,7 @@
 
 from cellseg.callbacks.ema_weights import EmaWeights
 from cellseg.callbacks.last_checkpoint import LastCheckpoint
-from cellseg.callbacks.pseudo_label_oracle import PseudoLabelOracle
 from cellseg.callbacks.rng_state import RandomStateCheckpoint
 from cellseg.callbacks.wandb_run_id import WandbRunId
 
-__all__ = ["EmaWeights", "LastCheckpoint", "PseudoLabelOracle", "RandomStateCheckpoint", "WandbRunId"]
+__all__ = ["EmaWeights", "LastCheckpoint", "RandomStateCheckpoint", "WandbRunId"]

@@ -1,8 +1,11 @@
-"""ORACLE diagnostics of a weak method's pseudo-instances against the training ground truth: for reporting only.
+"""ORACLE diagnostics of a weak method's pseudo-labels against the training ground truth: for reporting only.
 
 No method, pipeline or weak-label module imports this (a test checks it): benchmarks call it after a run to say
 how clean the confident set is. Precision = fraction of accepted instances matching a GT nucleus at IoU > 0.5;
 coverage = fraction of GT nuclei matched by an accepted instance (IoU > 0.5 matches are one-to-one).
+S2L's semantic pseudo-labels are scored per pixel (`pixel_pseudo_label_counts`), by the callback
+`cellseg.callbacks.pseudo_label_oracle.PseudoLabelOracle` during training (not exported by
+`cellseg.callbacks`, so a method importing its callbacks never loads this module).
 """
 
 from __future__ import annotations
@@ -52,14 +55,20 @@ def pseudo_label_quality(pseudo: np.ndarray, gt: np.ndarray, iou: float = MATCH_
     }
 
 
-def summarise_quality(per_image: Iterable[dict]) -> dict:
-    """Pooled precision, coverage, ignore fraction and false-background fraction over images."""
+def pooled_counts(per_image: Iterable[dict]) -> dict[str, int]:
+    """Per-image count dicts summed key by key; an empty input is refused."""
     totals: dict[str, int] = {}
     for counts in per_image:
         for key, value in counts.items():
             totals[key] = totals.get(key, 0) + value
     if not totals:
         raise ValueError("no image to summarise")
+    return totals
+
+
+def summarise_quality(per_image: Iterable[dict]) -> dict:
+    """Pooled precision, coverage, ignore fraction and false-background fraction over images."""
+    totals = pooled_counts(per_image)
     return {
         **totals,
         "precision": totals["matched_accepted"] / totals["accepted"] if totals["accepted"] else float("nan"),
@@ -90,12 +99,7 @@ def pixel_pseudo_label_counts(foreground_map: np.ndarray, gt: np.ndarray, tau: f
 
 def summarise_pixel_quality(per_image: Iterable[dict]) -> dict:
     """Pooled pixel precision/recall of foreground and background pseudo-labels and the decided shares."""
-    totals: dict[str, int] = {}
-    for counts in per_image:
-        for key, value in counts.items():
-            totals[key] = totals.get(key, 0) + value
-    if not totals:
-        raise ValueError("no image to summarise")
+    totals = pooled_counts(per_image)
     gt_bg = totals["pixels"] - totals["gt_fg"]
 
     def ratio(num: int, den: int) -> float:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from s2l_helpers import fit, make_module, sample_datamodule
 
-from cellseg.callbacks import PseudoLabelOracle
+from cellseg.callbacks.pseudo_label_oracle import PseudoLabelOracle
 from cellseg.metrics.pseudo_labels import pixel_pseudo_label_counts, summarise_pixel_quality
 
 
@@ -64,3 +66,11 @@ def test_the_oracle_does_nothing_for_the_pce_baseline(tmp_path):
     module = make_module(warmup_epochs=1, ema_period=1, pce_only=True)
     fit(module, sample_datamodule(tmp_path / "cache"), max_epochs=2, callbacks=[PseudoLabelOracle(tmp_path / "run")])
     assert not (tmp_path / "run" / "pseudo_label_oracle.csv").exists()
+
+
+def test_the_method_and_its_trainer_never_load_the_oracle_metrics():
+    code = ("import sys, cellseg.methods.s2l.module, cellseg.pipeline.trainer, cellseg.tasks.train; "
+            "print('cellseg.metrics.pseudo_labels' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
