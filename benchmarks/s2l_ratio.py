@@ -2,7 +2,8 @@
 
     python benchmarks/s2l_ratio.py [--data dsb2018fluo|monuseg] [--data-root ../shared/data] [--epochs N]
                                    [--warmup-epochs N] [--quick] [--out logs/bench_s2l] [--seeds S ...]
-                                   [--skip-existing] [--only-compared] [--oracle] [extra Hydra overrides ...]
+                                   [--skip-existing] [--only-compared] [--oracle] [--test-only-from DIR]
+                                   [extra Hydra overrides ...]
 
 `--data dsb2018fluo` (default): every run is `experiment=s2l_unet_dsb2018fluo_cpu` (train: stage1_train
 fluorescence, the first 160 images; test: stage1_test fluorescence, 53 images; each image's intensities stretched
@@ -11,7 +12,9 @@ between its 1st and 99.8th percentiles; small U-Net with a ResNet-18 encoder, ra
   - S2L at supervision.ratio 0.1 / 0.3 / 0.5 / 1.0 (warm-up 10 epochs, EMA update after every epoch),
   - pCE only at 0.3 (method.module.pce_only=true: the scribble loss alone),
   - full supervision: method=supervised with 2 classes (CE + Dice on the full masks, its own AdamW schedule),
-    the same network, data, epochs and instance decoding (8-connected components, < 64 px removed).
+    the same network, data, epochs and instance decoding (the data's `instances`, as the S2L rows decode:
+    a distance-transform watershed by default, `data.instances.method=cc` for the reference's components;
+    < 64 px removed).
 Cost on the shared 2-core CPU: 15-28 min per S2L run (30-55 s per epoch: 20 steps and an EMA update of 160 whole
 images, depending on the machine), 6-12 min for pCE only and for full supervision: 1 h 20 min to 2 h 15 min.
 
@@ -25,6 +28,8 @@ The runs the targets compare (S2L 30 %, pCE only 30 %, full supervision) are tra
 means with the AJI sample sd and every seed's AJI: at this budget one seed moves AJI by a few hundredths.
 `--oracle` adds `callbacks=s2l_pseudo_oracle` to the S2L rows: each EMA update's pseudo-label precision/recall
 against the training masks lands in the run's pseudo_label_oracle.csv (a diagnostic; training is unchanged).
+`--test-only-from DIR` trains nothing: each row and seed tests the last checkpoint of the same run under DIR (an
+earlier --out) with today's settings; for changes that act only at test time, such as the instance decoding.
 `--quick` shrinks everything (a few images, 2 epochs) to check the script end to end (a few minutes).
 """
 
@@ -36,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from _run import DEFAULT_DATA_ROOT, REPO_ROOT, find_run_dir, read_metrics, run_train
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from cellseg.reporting.tables import fmt, text_table
@@ -59,20 +65,30 @@ class Dataset:
     def s2l_config(self):
         return OmegaConf.load(REPO_ROOT / "configs" / "experiment" / f"{self.experiment}.yaml")
 
-    def full_row(self, epochs: int | None) -> list[str]:
+    def full_row(self, epochs: int | None, extra: list[str] = ()) -> list[str]:
         """Overrides of the full-supervision row; `epochs` (None: the experiment's) is set here, not by the caller."""
         epoch_override = [f"trainer.max_epochs={epochs}"] if epochs else []
         if self.experiment == DSB.experiment:
-            # The supervised baseline decodes instances as S2L does, so the table compares the semantic masks; the
+            # The same network and the S2L runs' instance decoding, so the table compares the semantic masks; the
             # experiment's S2L schedule keys are dropped (the supervised module has none).
             return [f"experiment={self.experiment}", "method=supervised", "method.module.num_classes=2",
-                    "~method.module.warmup_epochs", "~method.module.ema_period",
-                    "method.selection=last", "method.module.postproc.min_area=64", "+method.module.postproc.method=cc",
-                    *epoch_override]
+                    "~method.module.warmup_epochs", "~method.module.ema_period", "method.selection=last",
+                    *s2l_decoding(self.experiment, extra), *epoch_override]
         data = self.s2l_config().data
         return ["experiment=supervised_unet_monuseg", f"data.crop={data.crop}", f"data.batch_size={data.batch_size}",
                 f"data.crops_per_image={data.crops_per_image}", "trainer.max_steps=-1",
                 f"trainer.max_epochs={epochs or self.s2l_config().trainer.max_epochs}"]
+
+
+def s2l_decoding(experiment: str, extra: list[str]) -> list[str]:
+    """`method.module.postproc` overrides that decode a 2-class supervised model as the S2L runs do (the data's
+    `instances` and S2L's minimum area), read from the composed S2L configuration."""
+    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base=None):
+        cfg = compose("train", overrides=[f"experiment={experiment}", *extra])
+    method = cfg.data.instances.method
+    return [f"method.module.postproc.min_area={cfg.method.module.min_instance_area}",
+            f"+method.module.postproc.method={method}",
+            *(f"+method.module.postproc.{key}={value}" for key, value in cfg.data.instances[method].items())]
 
 
 DSB = Dataset("s2l_unet_dsb2018fluo_cpu", "DSB2018 fluorescence (test: stage1_test fluorescence", 8, "s2l_ratio_")
@@ -89,13 +105,15 @@ def s2l_label(ratio: float) -> str:
 COMPARED = (s2l_label(0.3), PCE_30, FULL)  # the rows the targets compare: trained first
 
 
-def runs(dataset: Dataset, epochs: int | None, s2l_only: list[str], oracle: bool) -> list[tuple[str, list[str]]]:
-    """(label, overrides) of every row of the table; `s2l_only` goes to the S2L and pCE rows."""
+def runs(dataset: Dataset, epochs: int | None, s2l_only: list[str], oracle: bool,
+         extra: list[str] = ()) -> list[tuple[str, list[str]]]:
+    """(label, overrides) of every row of the table; `s2l_only` goes to the S2L and pCE rows; `extra` (the user's
+    overrides of every run) only informs the full row's decoding here."""
     s2l = [f"experiment={dataset.experiment}", *([f"trainer.max_epochs={epochs}"] if epochs else []), *s2l_only]
     rows = [(s2l_label(r), [*s2l, f"supervision.ratio={r}", *(["callbacks=s2l_pseudo_oracle"] if oracle else [])])
             for r in RATIOS]
     rows.append((PCE_30, [*s2l, "supervision.ratio=0.3", "method.module.pce_only=true"]))
-    rows.append((FULL, dataset.full_row(epochs)))
+    rows.append((FULL, dataset.full_row(epochs, list(extra))))
     return rows
 
 
@@ -130,9 +148,19 @@ def train_row(label: str, overrides: list[str], seed: int | None, args: argparse
         cost = {"wall_s": float("nan"), "cpu_s": float("nan")}
     else:
         seed_override = [] if seed is None else [f"seed={seed}"]
-        cost = run_train([*overrides, *seed_override, f"experiment_name={name}", *args.overrides], out)
+        test_only = [] if args.test_only_from is None else ["train=false", f"ckpt_path={source_checkpoint(args, name, seed)}"]
+        cost = run_train([*overrides, *seed_override, f"experiment_name={name}", *test_only, *args.overrides], out)
     run_dir = find_run_dir(out, name) if seed is None else next(folder.glob(f"*/seed{seed}"))
     return read_metrics(run_dir), cost, run_dir
+
+
+def source_checkpoint(args: argparse.Namespace, name: str, seed: int | None) -> Path:
+    """The last checkpoint of the same row and seed under --test-only-from (one run expected)."""
+    found = sorted((args.test_only_from / "train" / "runs" / name).glob(f"*/seed{'*' if seed is None else seed}/checkpoints/last.ckpt"))
+    if len(found) != 1:
+        raise SystemExit(f"--test-only-from: expected one last.ckpt of {name} seed {seed} under {args.test_only_from}, "
+                         f"found {len(found)}")
+    return found[0]
 
 
 def main() -> None:
@@ -150,6 +178,9 @@ def main() -> None:
     parser.add_argument("--skip-existing", action="store_true", help="reuse runs that already wrote metrics.json")
     parser.add_argument("--only-compared", action="store_true",
                         help="train only the rows the targets compare (S2L 30 %%, pCE only 30 %%, full supervision)")
+    parser.add_argument("--test-only-from", type=Path, default=None,
+                        help="do not train: test the last checkpoint of each row and seed from this earlier --out "
+                             "(for changes that touch only the test, e.g. the instance decoding)")
     parser.add_argument("--oracle", action="store_true",
                         help="S2L rows log their pseudo-labels' precision/recall against the training masks")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
@@ -164,7 +195,7 @@ def main() -> None:
         [f"method.module.warmup_epochs={args.warmup_epochs}"] if args.warmup_epochs is not None else [])
 
     seeds = args.seeds or [None]  # None: the experiment's own seed
-    rows = runs(dataset, epochs, s2l_only, args.oracle)
+    rows = runs(dataset, epochs, s2l_only, args.oracle, args.overrides)
     if args.only_compared:
         rows = [row for row in rows if row[0] in COMPARED]
     results = [None] * len(rows)
@@ -179,7 +210,8 @@ def main() -> None:
     print(budget_line(first_run))
     print(results_table(results, len(seeds) > 1))
     print(targets(results, seeds))
-    print(f"runs under {out / 'train' / 'runs'}; CPU = user + sys of all threads")
+    print(f"runs under {out / 'train' / 'runs'}; CPU = user + sys of all threads"
+          + (f"; test only (weights from {args.test_only_from}): minutes exclude training" if args.test_only_from else ""))
 
 
 def aji_values(runs_of_row) -> list[float]:

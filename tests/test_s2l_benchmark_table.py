@@ -40,6 +40,16 @@ def test_oracle_and_s2l_only_overrides_reach_only_the_s2l_rows():
     assert set(COMPARED) <= set(rows)
 
 
+def test_dsb_full_row_decodes_instances_as_the_s2l_runs_do():
+    full = dict(runs(DATASETS["dsb2018fluo"], None, [], oracle=False))[FULL]
+    assert "+method.module.postproc.method=watershed" in full and "+method.module.postproc.footprint_radius=6" in full
+    assert "method.module.postproc.min_area=64" in full
+    reference = dict(runs(DATASETS["dsb2018fluo"], None, [], oracle=False, extra=["data.instances.method=cc"]))[FULL]
+    assert [o for o in reference if "postproc" in o] == ["method.module.postproc.min_area=64",
+                                                         "+method.module.postproc.method=cc",
+                                                         "+method.module.postproc.connectivity=8"]
+
+
 def test_table_means_sample_sd_and_per_seed_values():
     results = [(s2l_label(0.3), fake_runs([0.5, 0.6])), (PCE_30, fake_runs([0.4, 0.5])), (FULL, fake_runs([0.6, 0.6]))]
     header, *cells = parse_text_table(results_table(results, spread=True))
