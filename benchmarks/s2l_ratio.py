@@ -74,10 +74,10 @@ class Dataset:
             return [f"experiment={self.experiment}", "method=supervised", "method.module.num_classes=2",
                     "~method.module.warmup_epochs", "~method.module.ema_period", "method.selection=last",
                     *s2l_decoding(self.experiment, extra), *epoch_override]
-        data = self.s2l_config().data
-        return ["experiment=supervised_unet_monuseg", f"data.crop={data.crop}", f"data.batch_size={data.batch_size}",
-                f"data.crops_per_image={data.crops_per_image}", "trainer.max_steps=-1",
-                f"trainer.max_epochs={epochs or self.s2l_config().trainer.max_epochs}"]
+        s2l = self.s2l_config()
+        return ["experiment=supervised_unet_monuseg", f"data.crop={s2l.data.crop}",
+                f"data.batch_size={s2l.data.batch_size}", f"data.crops_per_image={s2l.data.crops_per_image}",
+                "trainer.max_steps=-1", f"trainer.max_epochs={epochs or s2l.trainer.max_epochs}"]
 
 
 def s2l_decoding(experiment: str, extra: list[str]) -> list[str]:
@@ -138,12 +138,17 @@ def budget_line(run_dir: Path) -> str:
             f"lr cycles {schedule.get('cycles') or f'fixed (T_0 {schedule.T_0}, T_mult {schedule.T_mult})'}")
 
 
+def seed_folders(seed: int | None) -> str:
+    """Glob of a row's run folders for one seed (<budget>/seed<seed>; None: any seed)."""
+    return f"*/seed{'*' if seed is None else seed}"
+
+
 def train_row(label: str, overrides: list[str], seed: int | None, args: argparse.Namespace,
               out: Path) -> tuple[dict, dict, Path]:
     """Train (or, with --skip-existing, reuse) one run of a row: its metrics, its cost and its folder."""
     name = run_name(label, DATASETS[args.data].run_prefix)
     folder = out / "train" / "runs" / name
-    done = any(folder.glob(f"*/seed{'*' if seed is None else seed}/metrics.json"))  # <budget>/seed<seed>
+    done = any(folder.glob(f"{seed_folders(seed)}/metrics.json"))
     if args.skip_existing and done:
         cost = {"wall_s": float("nan"), "cpu_s": float("nan")}
     else:
@@ -156,7 +161,7 @@ def train_row(label: str, overrides: list[str], seed: int | None, args: argparse
 
 def source_checkpoint(args: argparse.Namespace, name: str, seed: int | None) -> Path:
     """The last checkpoint of the same row and seed under --test-only-from (one run expected)."""
-    found = sorted((args.test_only_from / "train" / "runs" / name).glob(f"*/seed{'*' if seed is None else seed}/checkpoints/last.ckpt"))
+    found = sorted((args.test_only_from / "train" / "runs" / name).glob(f"{seed_folders(seed)}/checkpoints/last.ckpt"))
     if len(found) != 1:
         raise SystemExit(f"--test-only-from: expected one last.ckpt of {name} seed {seed} under {args.test_only_from}, "
                          f"found {len(found)}")
@@ -225,8 +230,8 @@ def results_table(results, spread: bool) -> str:
     cells = []
     for label, runs_of_row in results:
         means = {key: np.mean([summary["per_image_mean"][key] for summary, _, _ in runs_of_row]) for key, _ in COLUMNS}
-        per_seed = [fmt(np.std(aji_values(runs_of_row), ddof=1), 4),
-                    " ".join(fmt(v, 4) for v in aji_values(runs_of_row))] if spread else []
+        ajis = aji_values(runs_of_row)
+        per_seed = [fmt(np.std(ajis, ddof=1), 4), " ".join(fmt(v, 4) for v in ajis)] if spread else []
         wall, cpu = (sum(cost[k] for _, cost, _ in runs_of_row) / 60 for k in ("wall_s", "cpu_s"))
         cells.append([label, *(fmt(means[key], 4) for key, _ in COLUMNS), *per_seed, fmt(wall, 1), fmt(cpu, 1)])
     return text_table(header, cells)
