@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
-from label_perturbations import erode, perturbed_cases, shift
+from label_perturbations import perturbed_cases
 
 from cellseg.metrics import CLEAN_METRICS, image_stats, instance_metrics
 from cellseg.metrics import instance as instance_module
 from cellseg.metrics import table as table_module
 from cellseg.metrics.reference import reference_metrics
-from cellseg.utils.io import read_label
 
 
 def assert_metrics_close(fast: dict, reference: dict, tol: float = 1e-6, context: str = "") -> None:
@@ -204,16 +202,3 @@ def test_bad_inputs_raise_one_clear_error():
         instance_metrics(np.zeros((3, 3), int), np.zeros((3, 3), int), ignore_mask=np.zeros((2, 2), bool))
     with pytest.raises(ValueError, match="match_iou"):
         instance_metrics(np.zeros((3, 3), int), np.zeros((3, 3), int), match_iou=0.3)
-
-
-def test_speed_on_a_full_monuseg_image(shared_data):
-    """Budget of docs/metrics.md#speed: < 100 ms for ~700 nuclei on one core; 4x slack for a loaded test machine."""
-    gt = read_label(shared_data / "MoNuSeg" / "test" / "labels" / "TCGA-CU-A0YN-01A-02-BSB.png")
-    pred = erode(shift(gt, 2, 3))
-    instance_metrics(gt[:64, :64], pred[:64, :64])  # warm-up (imports, caches)
-    timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        instance_metrics(gt, pred)
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 0.4, f"instance_metrics took {min(timings) * 1000:.0f} ms on a 1000x1000 map, 677 nuclei"
