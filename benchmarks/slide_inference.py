@@ -19,9 +19,10 @@ megapixels per minute (whole slide and tissue chunks only), wall and CPU minutes
 Agreement: the first MoNuSeg tile of the slide (the probe) is read back from the slide, predicted alone by
 `infer.py input_dir=...`, and both GeoJSONs are rasterised the same way (polygon fill at pixel centres) over the
 probe's area: AJI(alone, slide) is printed (target >= 0.99). Slide nuclei are those whose centroid lies in the
-probe. Beside it, the model's own sensitivity to where it sees a tile: AJI between the probe's instance maps
-predicted alone and inside a 300 px glass border (no slide code involved); the slide cannot agree with the
-alone prediction better than the model agrees with itself. `--skip-run` reuses the slides and run folders of an
+probe. Beside it, the model's own sensitivity to where it sees a tile (no slide code involved): AJI between the
+probe's instance maps predicted alone and inside a 300 px glass border, and between the probe inside that border
+and inside the same border moved by 10 px and by 32 px (the encoder's stride), same glass context; the slide
+cannot agree with the alone prediction better than the model agrees with itself. `--skip-run` reuses the slides and run folders of an
 earlier call (wall and CPU from `done.json`, peak RSS from `bench.json` when the run wrote one).
 The data root defaults to $CELLSEG_TEST_DATA, else ../shared/data beside the checkout.
 """
@@ -161,7 +162,9 @@ def main() -> None:
     print_table(rows, args)
     probe = rows[0]
     print(f"probe AJI (size {probe['size']}): {probe_agreement(probe, args, settings):.4f} (target >= 0.99)")
-    print(f"model's own AJI, probe alone vs inside 300 px of glass: {context_sensitivity(probe, args):.4f}")
+    sensitivity = context_sensitivity(probe, args)
+    print(f"model's own AJI, probe alone vs inside 300 px of glass: {sensitivity['alone']:.4f}; inside glass, moved "
+          f"by 10 px: {sensitivity['moved_10']:.4f}, by 32 px: {sensitivity['moved_32']:.4f}")
 
 
 def probe_agreement(row: dict, args, settings: list[str]) -> float:
@@ -179,20 +182,27 @@ def probe_agreement(row: dict, args, settings: list[str]) -> float:
     return instance_metrics(alone_map, slide_map)["aji"]
 
 
-def context_sensitivity(row: dict, args, border: int = 300) -> float:
-    """AJI between the probe's instance maps predicted alone and inside `border` px of glass (cropped back)."""
+def context_sensitivity(row: dict, args, border: int = 300) -> dict[str, float]:
+    """AJI of the probe's instance maps: alone vs inside `border` px of glass (cropped back), and inside glass vs
+    inside glass with the probe moved by 10 and by 32 px (the same context, another position under the tiles)."""
     from cellseg.data.transforms import to_normalised_tensor
     from cellseg.tasks.infer import load_inference_model
 
     module, _ = load_inference_model(args.ckpt)
     module.inference.update(tile=args.tile, overlap=args.overlap, hflip=args.hflip)
     probe = read_image(args.output / f"probe_{row['size']}" / "images" / "probe.png")
-    framed = np.empty((TILE + 2 * border, TILE + 2 * border, 3), dtype=np.uint8)
-    framed[:] = GLASS
-    framed[border:border + TILE, border:border + TILE] = probe
+
+    def predicted_inside_glass(offset: int) -> np.ndarray:
+        framed = np.empty((TILE + 2 * border + offset, TILE + 2 * border + offset, 3), dtype=np.uint8)
+        framed[:] = GLASS
+        start = border + offset
+        framed[start:start + TILE, start:start + TILE] = probe
+        return module.predict_instances(to_normalised_tensor(framed))[start:start + TILE, start:start + TILE]
+
+    inside = predicted_inside_glass(0)
     alone = module.predict_instances(to_normalised_tensor(probe))
-    inside = module.predict_instances(to_normalised_tensor(framed))[border:border + TILE, border:border + TILE]
-    return instance_metrics(alone, inside)["aji"]
+    return {"alone": instance_metrics(alone, inside)["aji"],
+            **{f"moved_{k}": instance_metrics(inside, predicted_inside_glass(k))["aji"] for k in (10, 32)}}
 
 
 def print_table(rows: list[dict], args) -> None:
