@@ -22,8 +22,9 @@ probe's area: AJI(alone, slide) is printed (target >= 0.99). Slide nuclei are th
 probe. Beside it, the model's own sensitivity to where it sees a tile (no slide code involved): AJI between the
 probe's instance maps predicted alone and inside a 300 px glass border, and between the probe inside that border
 and inside the same border moved by 10 px and by 32 px (the encoder's stride), same glass context; the slide
-cannot agree with the alone prediction better than the model agrees with itself. `--skip-run` reuses the slides and run folders of an
-earlier call (wall and CPU from `done.json`, peak RSS from `bench.json` when the run wrote one).
+cannot agree with the alone prediction better than the model agrees with itself. `--skip-run` reuses the slides
+and run folders of an earlier call (wall and CPU from `done.json`, peak RSS from `bench.json` when the run wrote
+one).
 The data root defaults to $CELLSEG_TEST_DATA, else ../shared/data beside the checkout.
 """
 
