@@ -27,19 +27,25 @@ def build_segmentation_model(
     weights_sha256: str | None = None,
     weights_scope: str = "full",
     weights_prefix_map: dict[str, str] | None = None,
+    encoder_kwargs: dict | None = None,
 ) -> nn.Module:
     """An smp model from random init, then `weights` loaded into the whole model or only its encoder.
 
     `weights_scope: encoder` takes torchvision ResNet key names (smp's ResNet encoders use them; `fc.*` dropped);
     `weights: auto` fetches the torchvision ImageNet weights of the encoder (encoder scope).
+    `encoder_kwargs` go to the timm model of a `tu-` encoder, e.g. `aa_layer` (an anti-aliasing class such as
+    `timm.layers.BlurPool2d`: blur before every stride-2 step, so a shifted input gives a shifted output).
     """
     arch = arch.lower()
     if arch not in ARCHS:
         raise ValueError(f"model.arch must be one of {ARCHS}, got '{arch}'")
     if weights_scope not in WEIGHTS_SCOPES:
         raise ValueError(f"model.weights_scope must be one of {WEIGHTS_SCOPES}, got '{weights_scope}'")
+    if encoder_kwargs and not encoder.startswith("tu-"):
+        raise ValueError(f"model.encoder_kwargs {sorted(encoder_kwargs)} need a timm encoder ('tu-<name>'); "
+                         f"model.encoder is '{encoder}'")
     common = dict(encoder_name=encoder, encoder_weights=None, encoder_depth=encoder_depth,
-                  in_channels=in_channels, classes=classes)
+                  in_channels=in_channels, classes=classes, **(encoder_kwargs or {}))
     if arch == "unet":
         channels = tuple(decoder_channels) if decoder_channels is not None else (256, 128, 64, 32, 16)[:encoder_depth]
         model = smp.Unet(decoder_channels=channels, decoder_attention_type=decoder_attention_type, **common)

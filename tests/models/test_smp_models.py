@@ -79,3 +79,27 @@ def test_auto_refused_offline(monkeypatch):
     monkeypatch.setenv("CELLSEG_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="CELLSEG_OFFLINE"):
         build_segmentation_model(encoder="resnet18", weights="auto")
+
+
+def test_encoder_kwargs_reach_the_timm_encoder():
+    from timm.layers import BlurPool2d
+
+    model = build_segmentation_model(encoder="tu-resnet18", decoder_channels=[16, 16, 16, 16, 16],
+                                     encoder_kwargs={"aa_layer": BlurPool2d}).eval()
+    assert sum(isinstance(m, BlurPool2d) for m in model.encoder.modules()) == 4  # stem + 3 stride-2 stages
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+    with pytest.raises(ValueError, match="encoder_kwargs.*tu-"):
+        build_segmentation_model(encoder="resnet18", encoder_kwargs={"aa_layer": BlurPool2d})
+
+
+def test_anti_aliased_config_composes_to_blur_pool(tmp_path):
+    from hydra.utils import instantiate
+    from timm.layers import BlurPool2d
+
+    from cellseg.tasks.compose import compose_config
+
+    cfg = compose_config("train", ["experiment=supervised_unet_monuseg", "model=unet_small_aa"], tmp_path)
+    assert cfg.model.encoder == "tu-resnet18" and cfg.model.decoder_channels == [128, 64, 32, 16, 8]
+    model = instantiate(cfg.model)
+    assert any(isinstance(m, BlurPool2d) for m in model.encoder.modules())
