@@ -34,7 +34,8 @@ def build_segmentation_model(
     `weights_scope: encoder` takes torchvision ResNet key names (smp's ResNet encoders use them; `fc.*` dropped);
     `weights: auto` fetches the torchvision ImageNet weights of the encoder (encoder scope).
     `encoder_kwargs` go to the timm model of a `tu-` encoder, e.g. `aa_layer` (an anti-aliasing class such as
-    `timm.layers.BlurPool2d`: blur before every stride-2 step, so a shifted input gives a shifted output).
+    `timm.layers.BlurPool2d`: blur before every stride-2 step; its measured effect on shift stability is in
+    docs/framework.md#shift-sensitivity).
     """
     arch = arch.lower()
     if arch not in ARCHS:
