@@ -33,8 +33,10 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def find_run_dir(log_dir: Path, experiment_name: str) -> Path:
-    runs = sorted((log_dir / "train" / "runs" / experiment_name).glob("*/seed*"))  # <budget>/seed<seed>
+def find_run_dir(log_dir: Path, experiment_name: str, seed: int | None = None) -> Path:
+    """The run folder of an experiment (`<budget>/seed<seed>`): the given seed's, else the last one found."""
+    pattern = "*/seed*" if seed is None else f"*/seed{seed}"
+    runs = sorted((log_dir / "train" / "runs" / experiment_name).glob(pattern))
     if not runs:
-        raise SystemExit(f"no run folder for {experiment_name} under {log_dir}")
+        raise SystemExit(f"no run folder for {experiment_name}{'' if seed is None else f' seed {seed}'} under {log_dir}")
     return runs[-1]

@@ -155,7 +155,7 @@ def train_row(label: str, overrides: list[str], seed: int | None, args: argparse
         seed_override = [] if seed is None else [f"seed={seed}"]
         test_only = [] if args.test_only_from is None else ["train=false", f"ckpt_path={source_checkpoint(args, name, seed)}"]
         cost = run_train([*overrides, *seed_override, f"experiment_name={name}", *test_only, *args.overrides], out)
-    run_dir = find_run_dir(out, name) if seed is None else next(folder.glob(f"*/seed{seed}"))
+    run_dir = find_run_dir(out, name, seed)
     return read_metrics(run_dir), cost, run_dir
 
 
