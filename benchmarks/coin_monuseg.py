@@ -145,8 +145,8 @@ def format_rows(rows: list[dict]) -> str:
     return text_table(["stage", *(title for title, _ in columns)], cells)
 
 
-def run_seed(args, data_root: Path, train_labels: Path, out: Path, seed: int | None) -> tuple[list[dict], dict, Path]:
-    """One pipeline run (the experiment's seed when `seed` is None): its rows, cost and run folder."""
+def run_seed(args, data_root: Path, train_labels: Path, out: Path, seed: int | None) -> tuple[list[dict], dict, Path, int]:
+    """One pipeline run (the experiment's seed when `seed` is None): its rows, cost, run folder and seed."""
     overrides = [f"experiment={args.experiment}", f"paths.data_dir={data_root}", "method.profile_memory=true",
                  "extras.print_config=false", *(QUICK if args.quick else []), *args.overrides,
                  *([] if seed is None else [f"seed={seed}"])]
@@ -154,7 +154,7 @@ def run_seed(args, data_root: Path, train_labels: Path, out: Path, seed: int | N
     run_dir = find_run_dir(out, args.experiment, seed)
     cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
     rows = diagnostic_rows(cfg, run_dir, data_root) + oracle_rows(run_dir, train_labels) + round_rows(run_dir)
-    return rows, {**cost, "overrides": overrides}, run_dir
+    return rows, {**cost, "overrides": overrides}, run_dir, int(cfg.seed)
 
 
 def seed_summary(per_seed: list[list[dict]]) -> str:
@@ -200,20 +200,20 @@ def main() -> None:
     n_train = len(list((data_root / "MoNuSeg" / "train" / "images").glob("*.png")))
     n_test = len(list((data_root / "MoNuSeg" / "test" / "images").glob("*.png")))
     results = [run_seed(args, data_root, train_labels, out, seed) for seed in seeds]
-    names = ["the experiment's" if seed is None else str(seed) for seed in seeds]
-    for name, (rows, cost, run_dir) in zip(names, results, strict=True):
+    names = [str(seed) for *_, seed in results]
+    for name, (rows, cost, run_dir, _) in zip(names, results, strict=True):
         print(f"\nCOIN ({args.experiment}{', quick' if args.quick else ''}) on MoNuSeg, seed {name}: {n_train} train "
               f"images (no labels), {n_test} test images; run folder {run_dir}")
         print(format_rows(rows))
         print(f"total wall {cost['wall_s'] / 60:.1f} min, CPU {cost['cpu_s'] / 60:.1f} min (user+sys, all threads)")
-    per_seed = [rows for rows, _, _ in results]
+    per_seed = [rows for rows, *_ in results]
     if len(seeds) > 1:
         print(f"\nmean ± sample sd over seeds {' '.join(names)}")
         print(seed_summary(per_seed))
     print(targets(per_seed, names))
     write_json(out / ("coin_monuseg_quick.json" if args.quick else "coin_monuseg.json"),
-               {"seeds": seeds, "runs": [{"rows": rows, "cost": cost, "run_dir": str(run_dir)}
-                                         for rows, cost, run_dir in results]})
+               {"runs": [{"seed": seed, "rows": rows, "cost": cost, "run_dir": str(run_dir)}
+                         for rows, cost, run_dir, seed in results]})
 
 
 if __name__ == "__main__":
