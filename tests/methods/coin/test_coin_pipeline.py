@@ -286,6 +286,8 @@ def test_sub_groups_and_experiments_compose_for_each_dataset(tmp_path, data):
     assert paper.model.encoder == "resnet101" and paper.model.output_stride == 8
     cpu = compose_coin(tmp_path, "experiment=coin_cpu_monuseg", f"data={data}", tiny=False)
     assert cpu.data.name == data and cpu.method.prompter.method == "local_otsu" and cpu.model.output_stride == 16
+    unet = compose_coin(tmp_path, "experiment=coin_cpu_unet_monuseg", f"data={data}", tiny=False)
+    assert unet.data.name == data and unet.model.arch == "unet" and unet.method.module.split == "distance_watershed"
 
 
 SUB_GROUP_FILES = sorted(p for group in ("ucis", "features", "prompter")
