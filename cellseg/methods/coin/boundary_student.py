@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 
 from cellseg.methods.coin.module import CoinSelfDistillation, edge_targets, seg_targets
 from cellseg.methods.losses import CEDiceLoss
-from cellseg.postproc.instances import binary_to_instances
 from cellseg.postproc.three_class import BOUNDARY, INSIDE, decode_three_class
 from cellseg.utils.ignore import IGNORE_CLASS
 
@@ -94,10 +92,6 @@ class CoinBoundaryStudent(CoinSelfDistillation):
         return self.net(images)
 
     def probabilities_to_instances(self, probs: np.ndarray, image_rgb: np.ndarray | None = None) -> np.ndarray:
-        fill_holes = bool(self.inference["fill_holes"])
         if self.split == "boundary_markers":
-            return decode_three_class(probs, fill_holes=fill_holes, **self.postproc)
-        mask = probs[INSIDE] + probs[BOUNDARY] > 0.5
-        if fill_holes:
-            mask = ndi.binary_fill_holes(mask)
-        return binary_to_instances(mask, **self.instance_options)
+            return decode_three_class(probs, fill_holes=bool(self.inference["fill_holes"]), **self.postproc)
+        return self.mask_to_instances(probs[INSIDE] + probs[BOUNDARY] > 0.5)

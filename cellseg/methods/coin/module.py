@@ -167,7 +167,10 @@ class CoinSelfDistillation(DenseSegmentationModule):
             if image_rgb is None:
                 raise ValueError("method.module.inference.crf.enabled=true needs the RGB image")
             maps = crf_refine(image_rgb, maps, **self.crf_options)
-        mask = np.argmax(maps, axis=0) == 1
+        return self.mask_to_instances(np.argmax(maps, axis=0) == 1)
+
+    def mask_to_instances(self, mask: np.ndarray) -> np.ndarray:
+        """Nucleus mask -> instances: hole filling (`inference.fill_holes`), then the A4 watershed (`instances`)."""
         if self.inference["fill_holes"]:
             mask = ndi.binary_fill_holes(mask)
         return binary_to_instances(mask, **self.instance_options)
