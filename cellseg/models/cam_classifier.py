@@ -1,5 +1,6 @@
 """Tile classifier of the cyclic method (docs/methods/cyclic.md#classifier): a torchvision ResNet trunk,
-global average pooling and a linear (CAM) or MLP (Grad-CAM) head, with class activation maps.
+global average pooling and a linear (CAM) or MLP (Grad-CAM) head, with class activation maps and layer-wise
+relevance propagation (LRP, through zennit).
 
 Input contract: (B, 3, H, W) float RGB normalised with ImageNet mean/std
 (`cellseg.data.transforms.to_normalised_tensor`). The trunk's state-dict keys are `conv1.*, bn1.*, layer1.* ...
@@ -16,13 +17,16 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
+from zennit.attribution import Gradient
+from zennit.composites import EpsilonPlusFlat
+from zennit.torchvision import ResNetCanonizer
 
 from cellseg import weights as weights_policy
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
 OUTPUT_STRIDES = (32, 16, 8)
 HEADS = ("linear", "mlp")
-RELEVANCE_MODES = ("cam", "grad_cam")
+RELEVANCE_MODES = ("cam", "grad_cam", "lrp")
 TRUNK_KEYS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 # Checkpoint key prefixes -> classifier keys: torchvision ResNets (`conv1.*`, catch-all ""), detector checkpoints
 # (`backbone.body.*`), the classifier's own checkpoints; detector-only parts stay unexpected (logged, ignored).
@@ -170,10 +174,30 @@ class TileClassifier(nn.Module):
         alpha = gradients.mean(dim=(2, 3), keepdim=True)
         return torch.relu((alpha * activations.detach()).sum(dim=1))
 
+    def lrp(self, x: torch.Tensor, target_class: int = 1) -> torch.Tensor:
+        """(B, H, W) LRP relevance of the pre-softmax logit y_c at input resolution, summed over RGB.
+
+        The reference's preset (flat rule on the first layer, z+ = alpha1-beta0 on convolutions, epsilon on dense
+        layers: zennit's `EpsilonPlusFlat`), with batch norm merged into the convolutions and the residual sums
+        made explicit (`ResNetCanonizer`). Propagation starts from y_c itself, so a tile the classifier finds
+        negative sends back little or negative relevance. Either head works. The weights are restored on return;
+        works under torch.no_grad (not torch.inference_mode). Returned detached; can be negative.
+        """
+        self._check_class(target_class)
+        one_hot = torch.zeros(self.head[-1].out_features, device=x.device, dtype=x.dtype)
+        one_hot[target_class] = 1.0
+        network = nn.Sequential(self.trunk, self.head)
+        with torch.enable_grad(), Gradient(network, EpsilonPlusFlat(canonizers=[ResNetCanonizer()])) as attributor:
+            _, relevance = attributor(x.detach().requires_grad_(True), lambda logits: logits * one_hot)
+        return relevance.sum(dim=1).detach()
+
     def relevance(self, x: torch.Tensor, mode: str = "cam", target_class: int = 1) -> torch.Tensor:
-        """(B, h, w) relevance map of `target_class`: `cam` or `grad_cam`."""
+        """(B, h, w) relevance map of `target_class`: `cam`, `grad_cam` (at the trunk's stride) or `lrp` (input
+        resolution)."""
         if mode == "cam":
             return self.cam(x, target_class)
         if mode == "grad_cam":
             return self.grad_cam(x, target_class)
+        if mode == "lrp":
+            return self.lrp(x, target_class)
         raise ValueError(f"relevance mode={mode!r}; expected one of {RELEVANCE_MODES}")

@@ -45,6 +45,7 @@ from cellseg.methods.cyclic.pseudo_instances import (
 from cellseg.methods.cyclic.relevance import relevance_map
 from cellseg.methods.cyclic.self_training import next_pseudo_set, set_change, should_stop
 from cellseg.methods.cyclic.targets import instance_target
+from cellseg.models.cam_classifier import RELEVANCE_MODES
 from cellseg.pipeline.checks import ConfigError, check_supervision
 from cellseg.pipeline.common import TrainingImages, as_container, load_checkpoint_state, per_image, stage_seed
 from cellseg.pipeline.distributed import rank
@@ -83,11 +84,11 @@ def check_cyclic_config(cfg: DictConfig) -> None:
     bad = [f"{key}={value}" for key, value in sizes.items() if not isinstance(value, int) or value < 1]
     if bad:
         raise ConfigError(f"{', '.join(bad)}: expected positive integers")
-    if method.relevance.mode not in ("cam", "grad_cam"):
-        raise ConfigError(f"method.relevance.mode={method.relevance.mode}; expected cam or grad_cam")
+    if method.relevance.mode not in RELEVANCE_MODES:
+        raise ConfigError(f"method.relevance.mode={method.relevance.mode}; expected one of {list(RELEVANCE_MODES)}")
     if method.relevance.mode == "cam" and cfg.model.classifier.get("head", "linear") != "linear":
         raise ConfigError("method.relevance.mode=cam needs model.classifier.head=linear (CAM is exact only for a "
-                          "linear head); use method.relevance.mode=grad_cam with the mlp head")
+                          "linear head); use method.relevance.mode=grad_cam or lrp with the mlp head")
     if not 0 <= float(method.held_out_tiles) < 1:
         raise ConfigError(f"method.held_out_tiles={method.held_out_tiles}; expected a fraction in [0, 1)")
 

@@ -2,8 +2,8 @@
 
 The image is resized by `scale` (= classifier input size / tile size, e.g. 224 / 96) so nuclei have the size the
 classifier saw, split into overlapping windows (`cellseg.inference.tiler.predict_tiled` with a flat window, i.e.
-plain averaging of overlaps), each window's CAM / Grad-CAM is upsampled to the window, and the stitched map is
-resized back to the native size and divided by its maximum.
+plain averaging of overlaps), each window's CAM / Grad-CAM is upsampled to the window (LRP already has its
+size), and the stitched map is resized back to the native size and divided by its maximum.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ def _window_relevance(classifier: TileClassifier, mode: str, target_class: int) 
     return predict
 
 
-def _resize(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _resize(tensor: torch.Tensor, size: tuple[int, int], antialias: bool = False) -> torch.Tensor:
     """(C, h, w) -> (C, *size), bilinear; unchanged when the size already matches."""
     if tuple(tensor.shape[-2:]) == tuple(size):
         return tensor
-    return F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
+    return F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False, antialias=antialias)[0]
 
 
 def relevance_map(
@@ -65,7 +65,7 @@ def relevance_map(
         classifier: a `TileClassifier`; run in eval mode on its own device (its mode is restored afterwards).
         image: (3, H, W) float, ImageNet-normalised (`to_normalised_tensor`).
         scale: resize factor applied before windowing (bilinear), e.g. 224 / 96.
-        mode: `cam` (computed without autograd) or `grad_cam` (gradients taken per window).
+        mode: `cam` (computed without autograd), `grad_cam` or `lrp` (gradients taken per window).
         window, overlap: window side and minimum overlap on the resized image (CAM 448 / 64; Grad-CAM 224 / 112).
             The last window of a row / column is flush with the border; a resized image smaller than a window is
             reflect-padded to one window and the padding cropped. Overlaps are averaged.
@@ -84,7 +84,9 @@ def relevance_map(
         )
     finally:
         classifier.train(was_training)
-    native = _resize(torch.from_numpy(stitched), (height, width))[0].clamp_(min=0)  # bilinear keeps >= 0; be exact
+    # LRP is pixel-sharp: shrink it with antialiasing. CAM maps are smooth and keep plain bilinear (as before).
+    native = _resize(torch.from_numpy(stitched), (height, width), antialias=mode == "lrp")[0]
+    native = native.clamp_(min=0)  # negative relevance (LRP, bilinear overshoot) is not evidence of a nucleus
     peak = float(native.max())
     if peak > 0:
         native = native / peak
