@@ -180,15 +180,21 @@ class TileClassifier(nn.Module):
         The reference's preset (flat rule on the first layer, z+ = alpha1-beta0 on convolutions, epsilon on dense
         layers: zennit's `EpsilonPlusFlat`), with batch norm merged into the convolutions and the residual sums
         made explicit (`ResNetCanonizer`). Propagation starts from y_c itself, so a tile the classifier finds
-        negative sends back little or negative relevance. Either head works. The weights are restored on return;
-        works under torch.no_grad (not torch.inference_mode). Returned detached; can be negative.
+        negative sends back little or negative relevance. Either head works. Runs in eval mode (the caller's mode
+        and the weights are restored on return); works under torch.no_grad, not torch.inference_mode. Returned
+        detached; values can be negative.
         """
         self._check_class(target_class)
         one_hot = torch.zeros(self.head[-1].out_features, device=x.device, dtype=x.dtype)
         one_hot[target_class] = 1.0
         network = nn.Sequential(self.trunk, self.head)
-        with torch.enable_grad(), Gradient(network, EpsilonPlusFlat(canonizers=[ResNetCanonizer()])) as attributor:
-            _, relevance = attributor(x.detach().requires_grad_(True), lambda logits: logits * one_hot)
+        was_training = self.training
+        self.eval()  # merging batch norm into the convolutions is exact only with the running statistics
+        try:
+            with torch.enable_grad(), Gradient(network, EpsilonPlusFlat(canonizers=[ResNetCanonizer()])) as attributor:
+                _, relevance = attributor(x.detach().requires_grad_(True), lambda logits: logits * one_hot)
+        finally:
+            self.train(was_training)
         return relevance.sum(dim=1).detach()
 
     def relevance(self, x: torch.Tensor, mode: str = "cam", target_class: int = 1) -> torch.Tensor:

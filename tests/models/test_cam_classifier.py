@@ -1,5 +1,5 @@
-"""Cyclic tile classifier (docs/methods/cyclic.md#classifier): output strides, trunk keys, CAM / Grad-CAM identities, heads,
-weights, and whole-image relevance maps (windowing, stitching, normalisation)."""
+"""Cyclic tile classifier (docs/methods/cyclic.md#classifier): output strides, trunk keys, CAM / Grad-CAM identities,
+LRP conservation, heads, weights, and whole-image relevance maps (windowing, stitching, normalisation)."""
 
 from __future__ import annotations
 
@@ -87,6 +87,42 @@ def test_mlp_head_refuses_cam_but_gives_grad_cam():
     assert model.relevance(x, "grad_cam").shape == (1, 2, 2)
 
 
+def _state(model: nn.Module) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_lrp_conserves_the_logit_at_input_resolution(head):
+    """Relevance starts from the pre-softmax logit y_c and is conserved down to the pixels: summed over the image
+    it equals y_c (the head's bias is zeroed, as it keeps its own share). The head is scaled so that y_c is far
+    from 1: a propagation started from 1 instead of y_c would be told apart."""
+    torch.manual_seed(3)
+    model = TileClassifier("resnet18", output_stride=16, head=head, hidden=32).eval()
+    with torch.no_grad():
+        model.head[-1].bias.zero_()
+        model.head[-1].weight.mul_(40.0)
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        logits = model(x)
+        maps = {c: model.relevance(x, "lrp", target_class=c) for c in (0, 1)}
+    assert maps[1].shape == (2, 48, 64) and not maps[1].requires_grad
+    assert logits.abs().min() > 2.0
+    for c in (0, 1):
+        torch.testing.assert_close(maps[c].sum(dim=(1, 2)), logits[:, c], rtol=0.05, atol=0.05)
+
+
+def test_lrp_leaves_weights_statistics_and_mode_alone(model):
+    before = _state(model)
+    model.train()
+    try:
+        model.lrp(torch.randn(1, 3, 32, 32))
+        assert model.training
+    finally:
+        model.eval()
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN merged for the pass only, restored after
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"arch": "resnet152"}, "arch"), ({"output_stride": 4}, "output_stride"), ({"head": "conv"}, "head")],
@@ -99,7 +135,7 @@ def test_bad_arguments(kwargs, match):
 def test_bad_mode_and_class(model):
     x = torch.randn(1, 3, 32, 32)
     with pytest.raises(ValueError, match="mode"):
-        model.relevance(x, "lrp")
+        model.relevance(x, "lime")
     with pytest.raises(ValueError, match="target_class"):
         model.cam(x, target_class=2)
 
@@ -136,7 +172,7 @@ def test_relevance_stitching_reproduces_window_maps():
     np.testing.assert_allclose(result, (expected / expected.max()).numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["cam", "grad_cam"])
+@pytest.mark.parametrize("mode", ["cam", "grad_cam", "lrp"])
 def test_relevance_map_shape_and_normalisation(model, mode):
     seen = []
     hook = model.trunk.register_forward_pre_hook(lambda module, args: seen.append(module.training))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cyclic_synth import train_overrides
 from hydra import compose, initialize_config_dir
@@ -17,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from cellseg.pipeline.checks import ConfigError, check_supervision
+from cellseg.pipeline.cyclic import check_cyclic_config
 from cellseg.tasks.train import train
 from cellseg.utils.ignore import IGNORE_INSTANCE
 from cellseg.utils.io import read_label
@@ -75,6 +77,31 @@ def test_cyclic_runs_every_stage_stops_by_its_rule_and_never_reopens_masks(tmp_p
     used = read_run_info(tmp_path / "again")["record"]["annotation_used"]
     assert used["format"] == "tiles" and used["tiles"] == len(rows) > 0
     assert used["labelled_images"] == len({row[0] for row in rows})
+
+
+def test_lrp_relevance_of_the_mlp_head_feeds_the_pseudo_stage(tmp_path):
+    """The reference's pairing: LRP needs no linear head. Maps at native size in [0, 1], pseudo instances made."""
+    overrides = train_overrides(tmp_path, loops=1) + [
+        "model.classifier.head=mlp", "method.relevance.mode=lrp", "method.pseudo.tau=0.05"]
+    cfg = compose_cyclic(overrides, tmp_path / "run")
+    check_cyclic_config(cfg)
+    train(cfg)
+    out = tmp_path / "run"
+    maps = sorted((out / "relevance_1" / "maps").glob("*.npy"))
+    assert len(maps) == 3
+    for path in maps:
+        relevance = np.load(path).astype(np.float32)
+        assert relevance.shape == (128, 128) and relevance.min() >= 0 and relevance.max() == pytest.approx(1.0)
+    assert json.loads((out / "pseudo_1" / "done.json").read_text())["summary"]["instances"] >= 0
+    assert (out / "evaluate_1" / "done.json").is_file()
+
+
+@pytest.mark.parametrize(("head", "mode", "match"), [("mlp", "cam", "grad_cam or lrp"), ("linear", "lime", "lrp")])
+def test_relevance_mode_refusals(tmp_path, head, mode, match):
+    cfg = compose_cyclic(["method=cyclic", f"model.classifier.head={head}", f"method.relevance.mode={mode}"],
+                         tmp_path / "run")
+    with pytest.raises(ConfigError, match=match):
+        check_cyclic_config(cfg)
 
 
 def test_cyclic_killed_mid_loop_resumes_to_identical_files(tmp_path):
