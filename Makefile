@@ -40,11 +40,16 @@ demo: install
 report: install
 	$(PY) -m cellseg.tasks.report $(or $(RUNS),logs/train) --out $(or $(REPORT),report)
 
+# Two workers keep both cores busy (one worker leaves ~40 % idle while subprocesses start); a module stays on one
+# worker so its shared runs are built once. The slowest tests are listed to keep the suite's time in view.
+TEST_WORKERS ?= 2
+TEST_OPTS := -n $(TEST_WORKERS) --dist loadscope --durations=15
+
 test: install
-	$(TEST_ENV) $(PY) -m pytest -m "not slow and not gpu" -q
+	$(TEST_ENV) $(PY) -m pytest -m "not slow and not gpu" -q $(TEST_OPTS)
 
 test-all: install
-	$(TEST_ENV) $(PY) -m pytest -q
+	$(TEST_ENV) $(PY) -m pytest -q $(TEST_OPTS)
 
 bench: install
 	$(PY) benchmarks/metrics_speed.py --data-root $(SHARED_DATA)
