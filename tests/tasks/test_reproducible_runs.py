@@ -27,30 +27,44 @@ def checkpoints_of(method: str, run: Path) -> dict[str, Path]:
     return {"fit": run / "checkpoints" / "last.ckpt"}
 
 
-@pytest.fixture(scope="module", params=["supervised", "s2l", "coin"])
-def runs(request, tmp_path_factory) -> tuple[str, dict[str, Path]]:
-    method, root = request.param, tmp_path_factory.mktemp(request.param)
-    overrides = [*(train_overrides(root) if method == "coin" else SINGLE_STAGE[method]), *STEPS,
-                 f"paths.cache_dir={root / 'cache'}"]
-    folders = {name: root / name for name in ("first", "second", "killed")}
-    run_train(*overrides, f"hydra.run.dir={folders['first']}")
-    run_train(*overrides, f"hydra.run.dir={folders['second']}")
-    kill_at_step(KILL_STEP[method], root / "paused", *overrides, f"hydra.run.dir={folders['killed']}")
-    resume = [] if method == "coin" else ["ckpt_path=last"]  # pipeline stages resume by themselves
-    run_train(*overrides, f"hydra.run.dir={folders['killed']}", *resume)
-    return method, folders
+class ReproducibleRuns:
+    """The runs of one method; one class per method, so parallel test workers can take the methods apart."""
+
+    method: str
+
+    @pytest.fixture(scope="class")
+    def folders(self, tmp_path_factory) -> dict[str, Path]:
+        method, root = self.method, tmp_path_factory.mktemp(self.method)
+        overrides = [*(train_overrides(root) if method == "coin" else SINGLE_STAGE[method]), *STEPS,
+                     f"paths.cache_dir={root / 'cache'}"]
+        folders = {name: root / name for name in ("first", "second", "killed")}
+        run_train(*overrides, f"hydra.run.dir={folders['first']}")
+        run_train(*overrides, f"hydra.run.dir={folders['second']}")
+        kill_at_step(KILL_STEP[method], root / "paused", *overrides, f"hydra.run.dir={folders['killed']}")
+        resume = [] if method == "coin" else ["ckpt_path=last"]  # pipeline stages resume by themselves
+        run_train(*overrides, f"hydra.run.dir={folders['killed']}", *resume)
+        return folders
+
+    def test_same_command_and_seed_give_identical_checkpoints_and_metrics(self, folders):
+        for stage, path in checkpoints_of(self.method, folders["first"]).items():
+            second = checkpoints_of(self.method, folders["second"])[stage]
+            assert_same(training_state(path), training_state(second), stage)
+        assert metrics_of(folders["first"]) == metrics_of(folders["second"])
+
+    def test_killed_and_resumed_run_equals_the_uninterrupted_one(self, folders):
+        for stage, path in checkpoints_of(self.method, folders["first"]).items():
+            resumed = checkpoints_of(self.method, folders["killed"])[stage]
+            assert_same(training_state(path), training_state(resumed), stage)
+        assert metrics_of(folders["first"]) == metrics_of(folders["killed"])
 
 
-def test_same_command_and_seed_give_identical_checkpoints_and_metrics(runs):
-    method, folders = runs
-    for stage, path in checkpoints_of(method, folders["first"]).items():
-        assert_same(training_state(path), training_state(checkpoints_of(method, folders["second"])[stage]), stage)
-    assert metrics_of(folders["first"]) == metrics_of(folders["second"])
+class TestSupervised(ReproducibleRuns):
+    method = "supervised"
 
 
-def test_killed_and_resumed_run_equals_the_uninterrupted_one(runs):
-    method, folders = runs
-    for stage, path in checkpoints_of(method, folders["first"]).items():
-        resumed = checkpoints_of(method, folders["killed"])[stage]
-        assert_same(training_state(path), training_state(resumed), stage)
-    assert metrics_of(folders["first"]) == metrics_of(folders["killed"])
+class TestS2L(ReproducibleRuns):
+    method = "s2l"
+
+
+class TestCoin(ReproducibleRuns):
+    method = "coin"
