@@ -19,17 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage as ndi
 from skimage.color import rgb2hed
 from skimage.filters import threshold_otsu
 
 from cellseg.evaluation import evaluate_arrays
+from cellseg.metrics.instance import DEFAULT_MATCH_IOU
 from cellseg.metrics.table import contingency_table
 from cellseg.reporting.tables import fmt, text_table
-from cellseg.utils.io import read_label
+from cellseg.utils.io import read_image, read_label
 
-MATCH_IOU = 0.5
 METRICS = ("aji", "pq", "precision_obj", "recall_obj")
 
 
@@ -43,14 +42,14 @@ class PredictionErrors:
 
     @property
     def unmatched(self) -> np.ndarray:
-        return self.best_iou <= MATCH_IOU
+        return self.best_iou <= DEFAULT_MATCH_IOU
 
 
 def prediction_errors(gt: np.ndarray, pred: np.ndarray) -> PredictionErrors:
     """Area, share of pixels on GT foreground and best IoU with any GT instance, for every predicted instance."""
     table = contingency_table(gt, pred)
     best_iou = np.zeros(table.n_pred)
-    np.maximum.at(best_iou, table.cols, table.inter / table.union)
+    np.maximum.at(best_iou, table.cols, table.iou)  # the metrics' own IoU
     on_foreground = np.bincount(table.cols, weights=table.inter, minlength=table.n_pred)
     return PredictionErrors(table.pred_area, on_foreground / np.maximum(table.pred_area, 1), best_iou)
 
@@ -85,17 +84,17 @@ def run_folders(run_dir: Path, images: Path | None) -> tuple[Path, Path, Path]:
     return gt_dir, pred_dir, image_dir
 
 
-def read_image(image_dir: Path, image_id: str) -> np.ndarray:
+def image_of(image_dir: Path, image_id: str) -> np.ndarray:
     matches = sorted(image_dir.glob(f"{image_id}.*"))
     if not matches:
         raise SystemExit(f"no image {image_id}.* in {image_dir}")
-    return np.asarray(Image.open(matches[0]).convert("RGB"))
+    return read_image(matches[0])
 
 
 def run_rows(run_dir: Path, images: Path | None, min_shares: list[float]) -> list[list[str]]:
     """One table row per filter setting (None: as predicted) of one run."""
     gt_dir, pred_dir, image_dir = run_folders(run_dir, images)
-    triples = [(p.stem, read_label(gt_dir / p.name), read_label(p), read_image(image_dir, p.stem))
+    triples = [(p.stem, read_label(gt_dir / p.name), read_label(p), image_of(image_dir, p.stem))
                for p in sorted(pred_dir.glob("*.png"))]
     rows = []
     for share in [None, *min_shares]:
